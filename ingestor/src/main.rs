@@ -1,1 +1,137 @@
-fn main() {}
+//! The `ingestor` binary: read the configuration, connect to NATS, run the
+//! chosen source until SIGINT/SIGTERM, flush, exit.
+
+use anyhow::Context;
+use bus::{Bus, NatsBus, NatsOptions};
+use ingestor::config::{Cli, Source};
+use ingestor::{bridge, record, replay, sim, Publisher};
+use protocol::SubjectScheme;
+use std::io::Write;
+use std::time::Duration;
+use tokio_util::sync::CancellationToken;
+
+/// How long a source may take to wind down after a signal.
+const STOP_GRACE: Duration = Duration::from_secs(5);
+/// Flushing waits for NATS; if NATS is down at exit, give up after this.
+const FLUSH_GRACE: Duration = Duration::from_secs(3);
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let (cli, dotenv) = Cli::load();
+    init_tracing();
+    if let Err(e) = dotenv {
+        tracing::warn!(error = %e, "ignoring unreadable .env");
+    }
+
+    let shutdown = CancellationToken::new();
+    tokio::spawn(cancel_on_signal(shutdown.clone()));
+
+    let source = cli.source.name();
+    let bus = Bus::Nats(
+        NatsBus::connect(&NatsOptions {
+            url: cli.nats_url().to_owned(),
+            name: format!("ingestor-{source}"),
+        })
+        .await
+        .context("connecting to NATS")?,
+    );
+    let scheme = SubjectScheme::new(cli.subject_prefix.clone());
+    let publisher = Publisher::new(bus.clone(), scheme.clone(), cli.account_or_default());
+
+    println!(
+        "ingestor {source} publishing to {} as account {}",
+        cli.nats_url(),
+        cli.account_or_default()
+    );
+    std::io::stdout().flush().ok();
+
+    let work = run_source(&cli, publisher, bus.clone(), scheme, shutdown.clone());
+    tokio::pin!(work);
+    let outcome = tokio::select! {
+        r = &mut work => r,
+        _ = shutdown.cancelled() => match tokio::time::timeout(STOP_GRACE, &mut work).await {
+            Ok(r) => r,
+            Err(_) => {
+                tracing::warn!("source did not stop within {STOP_GRACE:?}, exiting anyway");
+                Ok(())
+            }
+        },
+    };
+
+    match tokio::time::timeout(FLUSH_GRACE, bus.flush()).await {
+        Ok(Ok(())) => {}
+        Ok(Err(e)) => tracing::warn!(error = %e, "final flush failed"),
+        Err(_) => tracing::warn!("final flush timed out; NATS unreachable?"),
+    }
+    tracing::info!("ingestor stopped");
+    outcome
+}
+
+async fn run_source(
+    cli: &Cli,
+    publisher: Publisher,
+    bus: Bus,
+    scheme: SubjectScheme,
+    shutdown: CancellationToken,
+) -> anyhow::Result<()> {
+    match &cli.source {
+        Source::Sim(args) => {
+            let cfg = args.to_config(cli.account_or_default());
+            sim::run(publisher, cfg, shutdown).await?;
+        }
+        Source::Bridge(args) => bridge::run(publisher, args.listen, shutdown).await?,
+        Source::Replay(args) => {
+            let opts = args.to_options(cli.account.clone());
+            replay::run(publisher, opts, shutdown).await?;
+        }
+        Source::Record(args) => {
+            record::run(bus, scheme, args.dir.clone(), shutdown).await?;
+        }
+    }
+    Ok(())
+}
+
+/// Logs go to stderr so that stdout carries only the start line that
+/// scripts wait for.
+fn init_tracing() {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
+}
+
+/// The first SIGINT/SIGTERM asks for a clean stop; a second one means the
+/// operator is not willing to wait.
+async fn cancel_on_signal(shutdown: CancellationToken) {
+    wait_for_signal().await;
+    tracing::info!("shutting down");
+    shutdown.cancel();
+    wait_for_signal().await;
+    tracing::warn!("second signal, exiting now");
+    std::process::exit(130);
+}
+
+async fn wait_for_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        match signal(SignalKind::terminate()) {
+            Ok(mut term) => {
+                tokio::select! {
+                    _ = tokio::signal::ctrl_c() => {}
+                    _ = term.recv() => {}
+                }
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot listen for SIGTERM");
+                let _ = tokio::signal::ctrl_c().await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
+}
