@@ -15,8 +15,6 @@ pub enum ErrorCode {
     ForbiddenChannel,
     RateLimited,
     UpstreamUnavailable,
-    UnknownEvent,
-    SessionNotResumable,
     Internal,
 }
 
@@ -31,8 +29,6 @@ impl ErrorCode {
             ErrorCode::ForbiddenChannel => "FORBIDDEN_CHANNEL",
             ErrorCode::RateLimited => "RATE_LIMITED",
             ErrorCode::UpstreamUnavailable => "UPSTREAM_UNAVAILABLE",
-            ErrorCode::UnknownEvent => "UNKNOWN_EVENT",
-            ErrorCode::SessionNotResumable => "SESSION_NOT_RESUMABLE",
             ErrorCode::Internal => "INTERNAL",
         }
     }
@@ -77,8 +73,6 @@ mod tests {
             ErrorCode::ForbiddenChannel,
             ErrorCode::RateLimited,
             ErrorCode::UpstreamUnavailable,
-            ErrorCode::UnknownEvent,
-            ErrorCode::SessionNotResumable,
             ErrorCode::Internal,
         ] {
             let json = serde_json::to_string(&code).unwrap();

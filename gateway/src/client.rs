@@ -1,0 +1,362 @@
+//! One connected dashboard, whatever its transport: what it asked for, what
+//! it may see, and the answers to its `subscribe` / `unsubscribe` /
+//! `heartbeat` events. Socket.IO and plain WebSocket both call
+//! [`Client::handle`], so the two endpoints behave identically by
+//! construction.
+
+use crate::auth::Identity;
+use crate::frame::Frame;
+use crate::limits::{InboundGuard, Verdict};
+use crate::metrics;
+use crate::outbox::{Closing, Outbox};
+use crate::rooms::ClientId;
+use crate::state::AppState;
+use protocol::error_code::ErrorPayload;
+use protocol::{Channel, ErrorCode};
+use serde_json::{json, Value};
+use std::sync::{Arc, Mutex};
+
+pub struct Client {
+    pub id: ClientId,
+    pub identity: Identity,
+    pub session: String,
+    pub transport: &'static str,
+    pub outbox: Arc<Outbox>,
+    joined: Mutex<[bool; 6]>,
+    guard: InboundGuard,
+    app: Arc<AppState>,
+}
+
+impl Client {
+    /// Registers a new client and queues its `connected` greeting.
+    pub fn connect(
+        app: &Arc<AppState>,
+        identity: Identity,
+        session: String,
+        transport: &'static str,
+    ) -> Arc<Client> {
+        let client = Arc::new(Client {
+            id: app.next_client_id(),
+            identity,
+            session,
+            transport,
+            outbox: Arc::new(Outbox::new(app.config.client_queue_limit)),
+            joined: Mutex::new([false; 6]),
+            guard: InboundGuard::new(app.limits()),
+            app: app.clone(),
+        });
+        app.register(client.id, client.outbox.clone());
+        metrics::client_connected(transport);
+        client.outbox.push(Arc::new(Frame::control(
+            "connected",
+            &json!({
+                "message": "Connected to MT5 Trading Dashboard",
+                "server_time": protocol::time::now_rfc3339(),
+                "session": client.session,
+                "replica": app.replica_id,
+            }),
+        )));
+        client
+    }
+
+    /// Handles one inbound event. `size` is the payload's encoded length.
+    /// Returns the reply payload, which Socket.IO also sends as the
+    /// acknowledgement when the client asked for one.
+    pub fn handle(&self, event: &str, data: Option<&Value>, size: usize) -> Value {
+        match self.guard.check_rate() {
+            Verdict::Allow => {}
+            Verdict::Limited => {
+                return self.error(
+                    ErrorCode::RateLimited,
+                    "Too many events",
+                    format!("slow down: {event} was not processed"),
+                )
+            }
+            Verdict::Abusive => {
+                metrics::client_cut_off("abuse");
+                self.outbox.close(Closing::Told {
+                    reason: "Rate limit exceeded".into(),
+                    reconnect: false,
+                });
+                return json!({"error": "Rate limit exceeded", "code": ErrorCode::RateLimited});
+            }
+        }
+        if self.guard.too_large(size) {
+            return self.error(
+                ErrorCode::PayloadTooLarge,
+                "Payload too large",
+                format!(
+                    "{event} payload is {size} bytes; the limit is {}",
+                    self.app.config.max_payload_bytes
+                ),
+            );
+        }
+        match event {
+            "subscribe" => self.subscribe(data),
+            "unsubscribe" => self.unsubscribe(data),
+            "heartbeat" => self.heartbeat(data),
+            other => self.error(
+                ErrorCode::InvalidPayload,
+                "Unknown event",
+                format!(
+                    "`{}` is not an event this server handles (subscribe, unsubscribe, heartbeat)",
+                    truncate(other)
+                ),
+            ),
+        }
+    }
+
+    /// The client went away: leave every room and forget it.
+    pub fn gone(&self) {
+        self.app.rooms.leave_all(&self.identity.account, self.id);
+        self.outbox.close(Closing::Gone);
+        if self.app.unregister(self.id) {
+            metrics::client_disconnected(self.transport);
+        }
+    }
+
+    fn subscribe(&self, data: Option<&Value>) -> Value {
+        let names = match channel_list(data) {
+            Ok(names) => names,
+            Err(details) => {
+                return self.error(
+                    ErrorCode::InvalidPayload,
+                    "Invalid subscribe payload",
+                    details,
+                )
+            }
+        };
+        let wanted = self.vet(names);
+        let payload = json!({ "channels": wanted.iter().map(|c| c.name()).collect::<Vec<_>>() });
+        // The reply goes out before the snapshots the joins queue.
+        self.reply("subscribed", &payload);
+        let mut joined = self.joined.lock().unwrap_or_else(|p| p.into_inner());
+        for channel in wanted {
+            if !joined[channel.index()] {
+                joined[channel.index()] = true;
+                self.app
+                    .rooms
+                    .join(&self.identity.account, channel, self.id, &self.outbox);
+            }
+        }
+        payload
+    }
+
+    fn unsubscribe(&self, data: Option<&Value>) -> Value {
+        let names = match channel_list(data) {
+            Ok(names) => names,
+            Err(details) => {
+                return self.error(
+                    ErrorCode::InvalidPayload,
+                    "Invalid unsubscribe payload",
+                    details,
+                )
+            }
+        };
+        let leaving = self.vet(names);
+        {
+            let mut joined = self.joined.lock().unwrap_or_else(|p| p.into_inner());
+            for channel in &leaving {
+                if std::mem::take(&mut joined[channel.index()]) {
+                    self.app
+                        .rooms
+                        .leave(&self.identity.account, *channel, self.id);
+                }
+            }
+        }
+        let payload = json!({ "channels": leaving.iter().map(|c| c.name()).collect::<Vec<_>>() });
+        self.reply("unsubscribed", &payload);
+        payload
+    }
+
+    fn heartbeat(&self, data: Option<&Value>) -> Value {
+        let client_timestamp = match data {
+            None | Some(Value::Null) => Value::Null,
+            Some(Value::Object(map)) => match map.get("timestamp") {
+                None | Some(Value::Null) => Value::Null,
+                Some(ts @ Value::Number(_)) => ts.clone(),
+                Some(_) => {
+                    return self.error(
+                        ErrorCode::InvalidPayload,
+                        "Invalid heartbeat payload",
+                        "`timestamp` must be a number (epoch milliseconds)",
+                    )
+                }
+            },
+            Some(_) => {
+                return self.error(
+                    ErrorCode::InvalidPayload,
+                    "Invalid heartbeat payload",
+                    "expected {\"timestamp\": <epoch ms>}",
+                )
+            }
+        };
+        let payload = json!({
+            "timestamp": protocol::time::now_epoch_ms(),
+            "client_timestamp": client_timestamp,
+        });
+        self.reply("heartbeat_ack", &payload);
+        payload
+    }
+
+    /// Known, allowed channels in request order without repeats; one
+    /// `error` event for each name that is unknown or not allowed.
+    fn vet(&self, names: &[Value]) -> Vec<Channel> {
+        let mut ok = Vec::new();
+        for name in names {
+            let text = name.as_str().unwrap_or_default();
+            match text.parse::<Channel>() {
+                Ok(c) if !self.identity.may_see(c) => {
+                    self.error(
+                        ErrorCode::ForbiddenChannel,
+                        "Channel not allowed",
+                        format!("your token does not allow `{c}`"),
+                    );
+                }
+                Ok(c) => {
+                    if !ok.contains(&c) {
+                        ok.push(c)
+                    }
+                }
+                Err(_) => {
+                    self.error(
+                        ErrorCode::UnknownChannel,
+                        "Unknown channel",
+                        format!(
+                            "{} is not one of quotes, positions, orders, logs, signals, account",
+                            truncate(&name.to_string())
+                        ),
+                    );
+                }
+            }
+        }
+        ok
+    }
+
+    fn reply(&self, event: &'static str, payload: &Value) {
+        self.outbox.push(Arc::new(Frame::control(event, payload)));
+    }
+
+    /// Queues an `error` event and returns its payload (for the ack).
+    pub fn error(&self, code: ErrorCode, error: &str, details: impl Into<String>) -> Value {
+        metrics::client_error(code.as_str());
+        let payload = ErrorPayload::new(code, error, details);
+        self.outbox
+            .push(Arc::new(Frame::control("error", &payload)));
+        serde_json::to_value(&payload).unwrap_or(Value::Null)
+    }
+}
+
+/// `{"channels": [...]}` → the list, or why not.
+fn channel_list(data: Option<&Value>) -> Result<&[Value], String> {
+    match data {
+        Some(Value::Object(map)) => match map.get("channels") {
+            Some(Value::Array(list)) => Ok(list),
+            Some(_) => Err("`channels` must be a list of channel names".into()),
+            None => Err("expected {\"channels\": [...]}".into()),
+        },
+        _ => Err("expected {\"channels\": [...]}".into()),
+    }
+}
+
+/// Client-supplied text echoed in errors is cut short.
+fn truncate(s: &str) -> String {
+    const MAX: usize = 64;
+    if s.len() <= MAX {
+        return s.to_owned();
+    }
+    let mut end = MAX;
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}…", &s[..end])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::Config;
+
+    fn client(allowed: Vec<Channel>) -> (Arc<AppState>, Arc<Client>) {
+        let app = AppState::for_tests(Config::for_tests());
+        let identity = Identity {
+            user: "alice".into(),
+            account: "demo".into(),
+            allowed,
+            expires_at: i64::MAX,
+        };
+        let c = Client::connect(&app, identity, "s1".into(), "test");
+        (app, c)
+    }
+
+    fn drain(c: &Client) -> Vec<(String, Value)> {
+        std::iter::from_fn(|| c.outbox.pop())
+            .map(|f| {
+                (
+                    f.event.to_owned(),
+                    serde_json::from_str(f.data.get()).unwrap(),
+                )
+            })
+            .collect()
+    }
+
+    #[test]
+    fn connected_then_subscribed_with_errors_per_bad_channel() {
+        let (_app, c) = client(vec![Channel::Quotes, Channel::Logs]);
+        let data = json!({"channels": ["quotes", "nope", "orders", 7, "quotes"]});
+        let reply = c.handle("subscribe", Some(&data), 10);
+        assert_eq!(reply, json!({"channels": ["quotes"]}));
+        let events = drain(&c);
+        let names: Vec<_> = events.iter().map(|(e, _)| e.as_str()).collect();
+        assert_eq!(
+            names,
+            ["connected", "error", "error", "error", "subscribed"]
+        );
+        let codes: Vec<_> = events[1..4]
+            .iter()
+            .map(|(_, d)| d["code"].clone())
+            .collect();
+        assert_eq!(
+            codes,
+            ["UNKNOWN_CHANNEL", "FORBIDDEN_CHANNEL", "UNKNOWN_CHANNEL"]
+        );
+        assert!(events[0].1["server_time"].as_str().unwrap().ends_with('Z'));
+    }
+
+    #[test]
+    fn invalid_payloads_get_invalid_payload() {
+        let (_app, c) = client(Channel::ALL.to_vec());
+        drain(&c);
+        for (event, data) in [
+            ("subscribe", json!("quotes")),
+            ("subscribe", json!({"channels": "quotes"})),
+            ("unsubscribe", json!(null)),
+            ("heartbeat", json!([1])),
+            ("heartbeat", json!({"timestamp": "x"})),
+            ("bogus", json!({})),
+        ] {
+            let reply = c.handle(event, Some(&data), 10);
+            assert_eq!(reply["code"], "INVALID_PAYLOAD", "{event} {data}");
+        }
+        assert!(c.outbox.closing().is_none(), "the connection stays up");
+    }
+
+    #[test]
+    fn heartbeat_echoes_and_unsubscribe_leaves() {
+        let (_app, c) = client(Channel::ALL.to_vec());
+        let ack = c.handle("heartbeat", Some(&json!({"timestamp": 42})), 10);
+        assert_eq!(ack["client_timestamp"], 42);
+        assert!(ack["timestamp"].as_i64().unwrap() > 1_600_000_000_000);
+        c.handle("subscribe", Some(&json!({"channels": ["logs"]})), 10);
+        let left = c.handle("unsubscribe", Some(&json!({"channels": ["logs"]})), 10);
+        assert_eq!(left, json!({"channels": ["logs"]}));
+    }
+
+    #[test]
+    fn oversized_payloads_are_refused() {
+        let (app, c) = client(Channel::ALL.to_vec());
+        let big = app.config.max_payload_bytes + 1;
+        let reply = c.handle("subscribe", Some(&json!({"channels": []})), big);
+        assert_eq!(reply["code"], "PAYLOAD_TOO_LARGE");
+    }
+}

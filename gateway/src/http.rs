@@ -1,0 +1,202 @@
+//! The HTTP surface: one axum router carrying Socket.IO (`/socket.io/`), the
+//! plain WebSocket (`/`, `/ws`), the console page, health probes, metrics
+//! and `/api/status`, behind the CORS and origin policy.
+
+use crate::state::AppState;
+use crate::{metrics, web, ws};
+use axum::extract::ws::rejection::WebSocketUpgradeRejection;
+use axum::extract::ws::WebSocketUpgrade;
+use axum::extract::{RawQuery, Request, State};
+use axum::http::{header, HeaderMap, HeaderValue, Method, StatusCode};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::{Json, Router};
+use bus::BusHealth;
+use serde_json::json;
+use socketioxide::layer::SocketIoLayer;
+use std::sync::Arc;
+use tower_http::cors::{AllowOrigin, CorsLayer};
+
+pub fn router(app: Arc<AppState>, socketio: SocketIoLayer) -> Router {
+    let cors = cors_layer(&app.config.cors_origins);
+    let router = Router::new()
+        .route("/", get(root))
+        .route("/ws", get(ws::upgrade))
+        .route("/app.js", get(web::app_js))
+        .route("/app.css", get(web::app_css))
+        .route("/health/live", get(live))
+        .route("/health/ready", get(ready))
+        .route("/metrics", get(prometheus))
+        .route("/api/status", get(status))
+        .with_state(app.clone())
+        .layer(socketio)
+        .layer(middleware::from_fn_with_state(app, guard_origin));
+    match cors {
+        Some(cors) => router.layer(cors),
+        None => router,
+    }
+}
+
+/// `/` is the page for a browser and the plain WebSocket for wscat.
+async fn root(
+    upgrade: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
+    query: RawQuery,
+    headers: HeaderMap,
+    state: State<Arc<AppState>>,
+) -> Response {
+    match upgrade {
+        Ok(upgrade) => ws::upgrade(upgrade, query, headers, state).await,
+        Err(_) => web::index().await.into_response(),
+    }
+}
+
+async fn live() -> &'static str {
+    "ok"
+}
+
+async fn ready(State(app): State<Arc<AppState>>) -> Response {
+    let bus = app.bus_health() == BusHealth::Up;
+    let draining = app.is_draining();
+    let body = Json(json!({
+        "ready": bus && !draining,
+        "bus": health_word(bus),
+        "draining": draining,
+    }));
+    if bus && !draining {
+        (StatusCode::OK, body).into_response()
+    } else {
+        (StatusCode::SERVICE_UNAVAILABLE, body).into_response()
+    }
+}
+
+async fn prometheus() -> Response {
+    (
+        [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
+        metrics::render(),
+    )
+        .into_response()
+}
+
+/// What the console's status strip shows; needs a valid token.
+async fn status(
+    State(app): State<Arc<AppState>>,
+    RawQuery(query): RawQuery,
+    headers: HeaderMap,
+) -> Response {
+    let token = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .map(str::to_owned)
+        .or_else(|| crate::socketio::query_param(query.as_deref(), "token"))
+        .unwrap_or_default();
+    if let Err(e) = app.verifier.verify(&token) {
+        return (
+            StatusCode::UNAUTHORIZED,
+            Json(json!({"error": "Authentication failed", "details": e.to_string(), "code": e.code()})),
+        )
+            .into_response();
+    }
+    let nats = match (&app.bus, app.bus_health()) {
+        (bus::Bus::Memory(_), _) => "disabled",
+        (_, BusHealth::Up) => "up",
+        (_, BusHealth::Down) => "down",
+    };
+    Json(json!({
+        "replica": app.replica_id,
+        "clients": app.client_count(),
+        "nats": nats,
+        "redis": "disabled",
+        "mode": if app.config.standalone { "standalone" } else { "nats" },
+        "uptime_s": app.started.elapsed().as_secs(),
+        "version": env!("CARGO_PKG_VERSION"),
+        "draining": app.is_draining(),
+    }))
+    .into_response()
+}
+
+fn health_word(up: bool) -> &'static str {
+    if up {
+        "up"
+    } else {
+        "down"
+    }
+}
+
+fn cors_layer(origins: &[String]) -> Option<CorsLayer> {
+    let origins: Vec<&String> = origins.iter().filter(|o| !o.trim().is_empty()).collect();
+    if origins.is_empty() {
+        return None;
+    }
+    let base = CorsLayer::new()
+        .allow_methods([Method::GET, Method::POST, Method::OPTIONS])
+        .allow_headers([header::AUTHORIZATION, header::CONTENT_TYPE]);
+    if origins.iter().any(|o| o.trim() == "*") {
+        return Some(base.allow_origin(AllowOrigin::any()));
+    }
+    let list: Vec<HeaderValue> = origins
+        .iter()
+        .filter_map(|o| HeaderValue::from_str(o.trim().trim_end_matches('/')).ok())
+        .collect();
+    Some(base.allow_origin(list).allow_credentials(true))
+}
+
+/// Browsers do not apply CORS to WebSocket upgrades, so a page on another
+/// site could open one with a user's token. Refuse upgrades and Socket.IO
+/// requests from origins that are neither this host nor allowed.
+async fn guard_origin(State(app): State<Arc<AppState>>, request: Request, next: Next) -> Response {
+    let path = request.uri().path();
+    let guarded = path.starts_with("/socket.io") || path == "/" || path == "/ws";
+    if guarded {
+        if let Some(origin) = request.headers().get(header::ORIGIN) {
+            let host = request.headers().get(header::HOST);
+            if !origin_allowed(origin, host, &app.config.cors_origins) {
+                return (StatusCode::FORBIDDEN, "origin not allowed").into_response();
+            }
+        }
+    }
+    next.run(request).await
+}
+
+fn origin_allowed(origin: &HeaderValue, host: Option<&HeaderValue>, allowed: &[String]) -> bool {
+    let Ok(origin) = origin.to_str() else {
+        return false;
+    };
+    let origin = origin.trim_end_matches('/');
+    let same_host = host
+        .and_then(|h| h.to_str().ok())
+        .is_some_and(|h| origin.split_once("://").is_some_and(|(_, rest)| rest == h));
+    same_host
+        || allowed
+            .iter()
+            .any(|a| a.trim() == "*" || a.trim().trim_end_matches('/') == origin)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn origin_policy() {
+        let o = |s: &'static str| HeaderValue::from_static(s);
+        let host = o("127.0.0.1:9090");
+        assert!(origin_allowed(
+            &o("http://127.0.0.1:9090"),
+            Some(&host),
+            &[]
+        ));
+        assert!(!origin_allowed(&o("http://evil.example"), Some(&host), &[]));
+        let list = vec!["https://dash.example".to_owned()];
+        assert!(origin_allowed(
+            &o("https://dash.example"),
+            Some(&host),
+            &list
+        ));
+        assert!(origin_allowed(
+            &o("https://x.example"),
+            None,
+            &["*".to_owned()]
+        ));
+    }
+}

@@ -1,0 +1,63 @@
+//! Prometheus metrics: one recorder per process, rendered at `/metrics`.
+//!
+//! Call sites use the small functions below rather than metric names, so
+//! every name and label set is spelled once, here.
+
+use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
+use std::sync::OnceLock;
+
+static HANDLE: OnceLock<Option<PrometheusHandle>> = OnceLock::new();
+
+/// Installs the recorder (once per process; later calls reuse it).
+pub fn install() -> Option<PrometheusHandle> {
+    HANDLE
+        .get_or_init(|| match PrometheusBuilder::new().install_recorder() {
+            Ok(handle) => Some(handle),
+            Err(e) => {
+                tracing::warn!(error = %e, "metrics recorder not installed");
+                None
+            }
+        })
+        .clone()
+}
+
+pub fn render() -> String {
+    HANDLE
+        .get()
+        .and_then(|h| h.as_ref())
+        .map(|h| h.render())
+        .unwrap_or_default()
+}
+
+pub fn bus_message_received() {
+    ::metrics::counter!("gateway_bus_messages_total").increment(1);
+}
+
+pub fn bus_message_rejected(reason: &'static str) {
+    ::metrics::counter!("gateway_bus_messages_rejected_total", "reason" => reason).increment(1);
+}
+
+pub fn frames_queued(n: usize) {
+    ::metrics::counter!("gateway_frames_queued_total").increment(n as u64);
+}
+
+pub fn client_connected(transport: &'static str) {
+    ::metrics::counter!("gateway_connections_total", "transport" => transport).increment(1);
+    ::metrics::gauge!("gateway_clients", "transport" => transport).increment(1.0);
+}
+
+pub fn client_disconnected(transport: &'static str) {
+    ::metrics::gauge!("gateway_clients", "transport" => transport).decrement(1.0);
+}
+
+pub fn auth_refused(code: &'static str) {
+    ::metrics::counter!("gateway_auth_refused_total", "code" => code).increment(1);
+}
+
+pub fn client_error(code: &'static str) {
+    ::metrics::counter!("gateway_client_errors_total", "code" => code).increment(1);
+}
+
+pub fn client_cut_off(reason: &'static str) {
+    ::metrics::counter!("gateway_clients_cut_off_total", "reason" => reason).increment(1);
+}

@@ -1,0 +1,258 @@
+//! Who receives what: per-account, per-channel membership, the last value of
+//! every state key, and a short history of logs and signals.
+//!
+//! Rooms are our own rather than socketioxide's because one fan-out serves
+//! both transports (Socket.IO and plain WebSocket) and because each member
+//! is a conflating [`Outbox`], not a raw socket queue that fails when full.
+//!
+//! Joining a state channel and fanning out a new value take the same lock,
+//! so a joiner's snapshot and the live updates after it are queued in the
+//! order they happened: nobody sees an older value after a newer one.
+
+use crate::frame::{Frame, StateKey};
+use crate::outbox::Outbox;
+use protocol::Channel;
+use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::sync::{Arc, Mutex, MutexGuard, RwLock};
+use std::time::{Duration, Instant};
+
+pub type ClientId = u64;
+
+/// How much event history each account keeps in memory, for resuming
+/// sessions in standalone mode (NATS deployments read JetStream instead).
+#[derive(Debug, Clone, Copy)]
+pub struct HistoryLimits {
+    pub max_entries: usize,
+    pub max_age: Duration,
+}
+
+pub struct Rooms {
+    accounts: RwLock<HashMap<String, Arc<Room>>>,
+    limits: HistoryLimits,
+}
+
+#[derive(Default)]
+struct Room {
+    inner: Mutex<RoomInner>,
+}
+
+#[derive(Default)]
+struct RoomInner {
+    members: [HashMap<ClientId, Arc<Outbox>>; 6],
+    quotes: BTreeMap<Arc<str>, Arc<Frame>>,
+    positions: Option<Arc<Frame>>,
+    orders: Option<Arc<Frame>>,
+    account: Option<Arc<Frame>>,
+    history: VecDeque<(Instant, Channel, Arc<Frame>)>,
+}
+
+impl Room {
+    fn lock(&self) -> MutexGuard<'_, RoomInner> {
+        self.inner.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+impl RoomInner {
+    fn snapshot(&self, channel: Channel) -> Vec<Arc<Frame>> {
+        match channel {
+            Channel::Quotes => self.quotes.values().cloned().collect(),
+            Channel::Positions => self.positions.iter().cloned().collect(),
+            Channel::Orders => self.orders.iter().cloned().collect(),
+            Channel::Account => self.account.iter().cloned().collect(),
+            Channel::Logs | Channel::Signals => Vec::new(),
+        }
+    }
+
+    fn remember(&mut self, channel: Channel, frame: &Arc<Frame>, limits: HistoryLimits) {
+        match &frame.key {
+            Some(StateKey::Quote(symbol)) => {
+                self.quotes.insert(symbol.clone(), frame.clone());
+            }
+            Some(StateKey::Positions) => self.positions = Some(frame.clone()),
+            Some(StateKey::Orders) => self.orders = Some(frame.clone()),
+            Some(StateKey::Account) => self.account = Some(frame.clone()),
+            None if frame.seq.is_some() => {
+                let now = Instant::now();
+                self.history.push_back((now, channel, frame.clone()));
+                while self.history.len() > limits.max_entries
+                    || self
+                        .history
+                        .front()
+                        .is_some_and(|(t, _, _)| now.duration_since(*t) > limits.max_age)
+                {
+                    self.history.pop_front();
+                }
+            }
+            None => {}
+        }
+    }
+}
+
+impl Rooms {
+    pub fn new(limits: HistoryLimits) -> Self {
+        Rooms {
+            accounts: RwLock::new(HashMap::new()),
+            limits,
+        }
+    }
+
+    fn room(&self, account: &str) -> Arc<Room> {
+        if let Some(room) = self
+            .accounts
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(account)
+        {
+            return room.clone();
+        }
+        self.accounts
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .entry(account.to_owned())
+            .or_default()
+            .clone()
+    }
+
+    /// Adds a member and queues the channel's current value(s) for it.
+    pub fn join(&self, account: &str, channel: Channel, id: ClientId, outbox: &Arc<Outbox>) {
+        let room = self.room(account);
+        let mut inner = room.lock();
+        inner.members[channel.index()].insert(id, outbox.clone());
+        for frame in inner.snapshot(channel) {
+            outbox.push(frame);
+        }
+    }
+
+    pub fn leave(&self, account: &str, channel: Channel, id: ClientId) {
+        self.room(account).lock().members[channel.index()].remove(&id);
+    }
+
+    pub fn leave_all(&self, account: &str, id: ClientId) {
+        let room = self.room(account);
+        let mut inner = room.lock();
+        for members in inner.members.iter_mut() {
+            members.remove(&id);
+        }
+    }
+
+    /// Keeps `frame` as the channel's last value (or in its history)
+    /// without sending it: for quotes held back by the throttle.
+    pub fn remember(&self, account: &str, channel: Channel, frame: &Arc<Frame>) {
+        self.room(account)
+            .lock()
+            .remember(channel, frame, self.limits);
+    }
+
+    /// Remembers `frame` and queues it for every member of the channel.
+    /// Returns how many members it was queued for.
+    pub fn publish(&self, account: &str, channel: Channel, frame: Arc<Frame>) -> usize {
+        let room = self.room(account);
+        let mut inner = room.lock();
+        inner.remember(channel, &frame, self.limits);
+        Self::queue(&inner, channel, frame)
+    }
+
+    /// Queues an already remembered `frame` for every member of the channel.
+    pub fn fan_out(&self, account: &str, channel: Channel, frame: Arc<Frame>) -> usize {
+        let room = self.room(account);
+        let inner = room.lock();
+        Self::queue(&inner, channel, frame)
+    }
+
+    fn queue(inner: &RoomInner, channel: Channel, frame: Arc<Frame>) -> usize {
+        let members = &inner.members[channel.index()];
+        for outbox in members.values() {
+            outbox.push(frame.clone());
+        }
+        members.len()
+    }
+
+    /// Logs or signals after `seq`, oldest first, from memory.
+    pub fn history_after(&self, account: &str, channel: Channel, seq: u64) -> Vec<Arc<Frame>> {
+        self.room(account)
+            .lock()
+            .history
+            .iter()
+            .filter(|(_, c, f)| *c == channel && f.seq.is_some_and(|s| s > seq))
+            .map(|(_, _, f)| f.clone())
+            .collect()
+    }
+
+    /// The oldest sequence still held for `channel`, if any.
+    pub fn history_start(&self, account: &str, channel: Channel) -> Option<u64> {
+        self.room(account)
+            .lock()
+            .history
+            .iter()
+            .find(|(_, c, _)| *c == channel)
+            .and_then(|(_, _, f)| f.seq)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn rooms() -> Rooms {
+        Rooms::new(HistoryLimits {
+            max_entries: 3,
+            max_age: Duration::from_secs(60),
+        })
+    }
+
+    fn quote(symbol: &str, bid: f64) -> Arc<Frame> {
+        let json = format!(r#"{{"symbol":"{symbol}","bid":{bid}}}"#);
+        Arc::new(Frame::from_bus(Channel::Quotes, Some(symbol), json.as_bytes(), None).unwrap())
+    }
+
+    #[test]
+    fn joiners_get_the_snapshot_then_live_values() {
+        let r = rooms();
+        r.publish("a", Channel::Quotes, quote("EURUSD", 1.0));
+        r.publish("a", Channel::Quotes, quote("GBPUSD", 2.0));
+        let o = Arc::new(Outbox::new(10));
+        r.join("a", Channel::Quotes, 1, &o);
+        assert_eq!(o.len(), 2);
+        assert_eq!(r.publish("a", Channel::Quotes, quote("EURUSD", 1.1)), 1);
+        let got: Vec<_> = std::iter::from_fn(|| o.pop())
+            .map(|f| f.data.get().to_owned())
+            .collect();
+        assert_eq!(
+            got,
+            [
+                r#"{"symbol":"EURUSD","bid":1.1}"#,
+                r#"{"symbol":"GBPUSD","bid":2}"#
+            ]
+        );
+    }
+
+    #[test]
+    fn accounts_and_channels_are_isolated() {
+        let r = rooms();
+        let o = Arc::new(Outbox::new(10));
+        r.join("a", Channel::Quotes, 1, &o);
+        assert_eq!(r.publish("b", Channel::Quotes, quote("EURUSD", 1.0)), 0);
+        let log = Arc::new(Frame::from_bus(Channel::Logs, None, b"{}", Some(1)).unwrap());
+        assert_eq!(r.publish("a", Channel::Logs, log), 0);
+        assert!(o.is_empty());
+        r.leave("a", Channel::Quotes, 1);
+        assert_eq!(r.publish("a", Channel::Quotes, quote("EURUSD", 1.0)), 0);
+    }
+
+    #[test]
+    fn history_is_bounded_and_read_after_a_seq() {
+        let r = rooms();
+        for seq in 1..=5 {
+            let f = Arc::new(Frame::from_bus(Channel::Logs, None, b"{}", Some(seq)).unwrap());
+            r.publish("a", Channel::Logs, f);
+        }
+        let after: Vec<_> = r
+            .history_after("a", Channel::Logs, 3)
+            .iter()
+            .map(|f| f.seq)
+            .collect();
+        assert_eq!(after, [Some(4), Some(5)]);
+        assert_eq!(r.history_start("a", Channel::Logs), Some(3));
+        assert!(r.history_after("a", Channel::Signals, 0).is_empty());
+    }
+}

@@ -1,0 +1,163 @@
+//! The plain WebSocket endpoint (`/` and `/ws`), for wscat and the console
+//! page: JSON text frames `{"event": …, "data": …}` both ways, with the same
+//! events, payloads, auth and limits as Socket.IO.
+//!
+//! A bad token still gets the upgrade, then one `error` frame with the code
+//! and a close frame (1008) whose reason is the code: wscat and browsers
+//! show that, where a bare HTTP 401 would only say "unexpected response".
+
+use crate::auth::Identity;
+use crate::client::Client;
+use crate::frame::Frame;
+use crate::metrics;
+use crate::session;
+use crate::socketio::query_param;
+use crate::state::AppState;
+use crate::writer::{self, FrameSink, Sent};
+use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket, WebSocketUpgrade};
+use axum::extract::{RawQuery, State};
+use axum::http::HeaderMap;
+use axum::response::Response;
+use futures::stream::SplitSink;
+use futures::{SinkExt, StreamExt};
+use protocol::error_code::ErrorPayload;
+use protocol::ErrorCode;
+use serde::Deserialize;
+use serde_json::Value;
+use std::sync::Arc;
+
+/// Close code for a policy violation (bad token).
+const POLICY_VIOLATION: u16 = 1008;
+/// Close code for a server going away (drain, slow consumer).
+const GOING_AWAY: u16 = 1001;
+
+#[derive(Deserialize)]
+struct Inbound {
+    event: String,
+    #[serde(default)]
+    data: Option<Value>,
+}
+
+pub async fn upgrade(
+    ws: WebSocketUpgrade,
+    RawQuery(query): RawQuery,
+    headers: HeaderMap,
+    State(app): State<Arc<AppState>>,
+) -> Response {
+    let token = query_param(query.as_deref(), "token")
+        .filter(|t| !t.is_empty())
+        .or_else(|| bearer(&headers))
+        .unwrap_or_default();
+    let resume = query_param(query.as_deref(), "session");
+    let verdict = if app.is_draining() {
+        Err((
+            ErrorCode::UpstreamUnavailable,
+            "Server is draining".to_owned(),
+        ))
+    } else {
+        app.verifier
+            .verify(&token)
+            .map_err(|e| (e.code(), e.to_string()))
+    };
+    ws.max_message_size(app.config.hard_payload_limit())
+        .on_upgrade(move |socket| async move {
+            match verdict {
+                Ok(identity) => serve(app, identity, resume, socket).await,
+                Err((code, details)) => refuse(socket, code, details).await,
+            }
+        })
+}
+
+fn bearer(headers: &HeaderMap) -> Option<String> {
+    let value = headers
+        .get(axum::http::header::AUTHORIZATION)?
+        .to_str()
+        .ok()?;
+    value.strip_prefix("Bearer ").map(|t| t.trim().to_owned())
+}
+
+async fn refuse(mut socket: WebSocket, code: ErrorCode, details: String) {
+    metrics::auth_refused(code.as_str());
+    let error = match code {
+        ErrorCode::TokenExpired => "Token expired",
+        ErrorCode::UpstreamUnavailable => "Server unavailable",
+        _ => "Authentication failed",
+    };
+    let frame = Frame::control("error", &ErrorPayload::new(code, error, details));
+    let _ = socket.send(Message::Text(frame.ws_text())).await;
+    let _ = socket
+        .send(Message::Close(Some(CloseFrame {
+            code: POLICY_VIOLATION,
+            reason: Utf8Bytes::from(code.as_str()),
+        })))
+        .await;
+}
+
+async fn serve(app: Arc<AppState>, identity: Identity, resume: Option<String>, socket: WebSocket) {
+    let _ = resume; // resuming sessions is the session store's job
+    let session = session::new_id();
+    let client = Client::connect(&app, identity, session, "websocket");
+    let (tx, mut rx) = socket.split();
+    app.writers
+        .spawn(writer::run(client.clone(), WsSink { tx }));
+    let max = app.config.max_payload_bytes;
+    while let Some(Ok(message)) = rx.next().await {
+        match message {
+            Message::Text(text) if text.len() > max => {
+                client.handle("message", None, text.len());
+            }
+            Message::Text(text) => match serde_json::from_str::<Inbound>(&text) {
+                Ok(inbound) => {
+                    client.handle(&inbound.event, inbound.data.as_ref(), text.len());
+                }
+                Err(e) => {
+                    client.error(
+                        ErrorCode::InvalidPayload,
+                        "Invalid message",
+                        format!("expected {{\"event\": \"...\", \"data\": ...}}: {e}"),
+                    );
+                }
+            },
+            Message::Binary(_) => {
+                client.error(
+                    ErrorCode::InvalidPayload,
+                    "Binary frames are not supported",
+                    "send JSON text frames",
+                );
+            }
+            Message::Close(_) => break,
+            Message::Ping(_) | Message::Pong(_) => {}
+        }
+    }
+    client.gone();
+}
+
+struct WsSink {
+    tx: SplitSink<WebSocket, Message>,
+}
+
+impl FrameSink for WsSink {
+    async fn send(&mut self, frame: &Frame) -> Sent {
+        match self.tx.feed(Message::Text(frame.ws_text())).await {
+            Ok(()) => Sent::Ok,
+            Err(_) => Sent::Closed,
+        }
+    }
+
+    async fn flush(&mut self) -> Sent {
+        match self.tx.flush().await {
+            Ok(()) => Sent::Ok,
+            Err(_) => Sent::Closed,
+        }
+    }
+
+    async fn close(&mut self) {
+        let _ = self
+            .tx
+            .send(Message::Close(Some(CloseFrame {
+                code: GOING_AWAY,
+                reason: Utf8Bytes::from_static("disconnected"),
+            })))
+            .await;
+    }
+}
