@@ -154,11 +154,11 @@ pub struct Config {
     pub sim_quotes_per_sec: f64,
 
     /// Standalone simulator: log entries per second.
-    #[arg(long, env = "SIM_LOGS_PER_SEC", default_value_t = 2.0)]
+    #[arg(long, env = "SIM_LOGS_PER_SEC", default_value_t = 5.0)]
     pub sim_logs_per_sec: f64,
 
     /// Standalone simulator: signals per second.
-    #[arg(long, env = "SIM_SIGNALS_PER_SEC", default_value_t = 0.5)]
+    #[arg(long, env = "SIM_SIGNALS_PER_SEC", default_value_t = 2.0)]
     pub sim_signals_per_sec: f64,
 }
 
