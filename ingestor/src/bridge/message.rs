@@ -760,4 +760,40 @@ mod tests {
         };
         assert_eq!(account.as_deref(), Some("live-1"));
     }
+
+    /// Lines exactly as `mql5/MT5Bridge.mq5` and `MT5BridgeOutbox.mqh` write
+    /// them (EnumToString names, DoubleToString numbers, no log time).
+    #[test]
+    fn lines_as_the_ea_writes_them() {
+        let lines = [
+            r#"{"type":"hello","account":"","login":5012345,"server":"MetaQuotes-Demo","company":"MetaQuotes Ltd.","version":"1.0"}"#,
+            r#"{"type":"quote","symbol":"EURUSD","bid":1.08512,"ask":1.08524,"point":0.00001,"digits":5,"time":1717171717123}"#,
+            r#"{"type":"positions","items":[{"ticket":123456789,"symbol":"EURUSD","type":"POSITION_TYPE_BUY","volume":0.10,"price_open":1.08500,"price_current":1.08550,"sl":1.08200,"tp":1.09000,"profit":5.00,"swap":-0.50,"commission":-0.70,"time":1717171000123,"comment":"RSI_Strategy"}]}"#,
+            r#"{"type":"positions","items":[]}"#,
+            r#"{"type":"orders","items":[{"ticket":987654321,"symbol":"GBPUSD","type":"ORDER_TYPE_BUY_LIMIT","volume":0.05,"price_open":1.27000,"sl":1.26500,"tp":1.28000,"time_setup":1717170000456,"state":"ORDER_STATE_PLACED","comment":"Manual order"}]}"#,
+            r#"{"type":"account","balance":10000.00,"equity":10250.50,"margin":500.00,"free_margin":9750.50,"margin_level":2050.10,"profit":250.50,"currency":"USD"}"#,
+            r#"{"type":"log","level":"INFO","message":"Deal #1 EURUSD BUY 0.10 at 1.08524","module":"mt5_communication","extra":{"deal":1,"order":2,"position":3,"symbol":"EURUSD"}}"#,
+            r#"{"type":"error","error":"Failed to place order","details":"EURUSD BUY 1.00: No money","code":"INSUFFICIENT_MARGIN"}"#,
+            r#"{"type":"signal","uuid":"signal_1717171717123","symbol":"EURUSD","side":"buy","volume":0.01,"tp":50.0,"sl":30.0,"source":"RSI_Strategy","confidence":0.85,"validators":[]}"#,
+            r#"{"type":"heartbeat"}"#,
+        ];
+        for line in lines {
+            ok(line);
+        }
+        let Outbound::Orders(o) = ok(lines[4]) else {
+            panic!()
+        };
+        assert_eq!(
+            (o[0].kind.as_str(), o[0].state.as_str()),
+            ("buy_limit", "pending")
+        );
+        let Outbound::Signal(s) = ok(lines[8]) else {
+            panic!()
+        };
+        assert_eq!(s.status, "pending");
+        let Outbound::Hello { account, .. } = ok(lines[0]) else {
+            panic!()
+        };
+        assert_eq!(account, None);
+    }
 }
