@@ -42,7 +42,8 @@
   };
   var everConnected = false;       // on the current socket
   var pendingDisconnect = null;    // last `disconnected` payload on the current socket
-  var authErrorCode = null;        // error code received before `connected`
+  var authErrorCode = null;        // UNAUTHORIZED / TOKEN_EXPIRED received before `connected`
+  var otherErrorCode = null;       // any other error code received before `connected`
   var heartbeatTimer = 0;
   var retryTimer = 0;
   var lastFrameAt = 0;
@@ -67,12 +68,14 @@
   var logFilter = 'all';
   var logsRebuild = false;
   var lastLogSeq = null;
+  var maxLogTs = -Infinity;        // newest timestamp seen on logs (ms)
 
   var signals = [];                // newest first, at most SIGNAL_CAP
   var signalsByUuid = new Map();
   var dirtySignals = new Set();    // uuids to (re)render
   var signalsStructDirty = false;
   var lastSignalSeq = null;
+  var maxSignalTs = -Infinity;
 
   var connDirty = true;
   var rafId = 0;
@@ -94,6 +97,7 @@
   }
 
   function setSign(node, v) {
+    v = isNum(v) ? Math.round(v * 100) : 0;
     var cls = v > 0 ? 'pos' : v < 0 ? 'neg' : 'zero';
     if (node.dataset.sign !== cls) node.dataset.sign = cls;
   }
@@ -127,12 +131,16 @@
     return n.toFixed(Math.min(20, digits));
   }
 
+  // Rounded to cents first so that -0.001 shows as 0.00, not -0.00.
+  function cents(n) { return Math.round(n * 100) / 100 + 0; }
+
   function fmtMoney(n) {
-    return isNum(n) ? moneyFmt.format(n) : (n === null || n === undefined ? '—' : String(n));
+    return isNum(n) ? moneyFmt.format(cents(n)) : (n === null || n === undefined ? '—' : String(n));
   }
 
   function fmtSigned(n) {
     if (!isNum(n)) return fmtMoney(n);
+    n = cents(n);
     return (n > 0 ? '+' : '') + moneyFmt.format(n);
   }
 
@@ -315,6 +323,7 @@
     everConnected = false;
     pendingDisconnect = null;
     authErrorCode = null;
+    otherErrorCode = null;
     setConn(conn.attempt > 0 ? 'reconnecting' : 'connecting', conn.attempt > 0 ? conn.detail : '');
     conn.retryAt = 0;
     var id = ++wsSeq;
@@ -382,8 +391,8 @@
 
   function codeFromText(s) {
     s = str(s);
-    if (/TOKEN_EXPIRED|expired/i.test(s)) return 'TOKEN_EXPIRED';
-    if (/UNAUTHORI[SZ]ED|unauthenticated|forbidden|invalid token|\b401\b/i.test(s)) return 'UNAUTHORIZED';
+    if (/\bTOKEN_EXPIRED\b|\btoken (has )?expired\b/i.test(s)) return 'TOKEN_EXPIRED';
+    if (/\bUNAUTHORI[SZ]ED\b|\bunauthenticated\b|\binvalid token\b/i.test(s)) return 'UNAUTHORIZED';
     return null;
   }
 
@@ -392,7 +401,9 @@
     if (!everConnected) {
       // Closed before `connected`: an auth refusal or a network failure.
       var c = authErrorCode || codeFromText(reason);
-      if (!c && (code === 1008 || code === 4001 || code === 4003 || code === 4401 || code === 4403 || code === 3000 || code === 3003)) {
+      // A policy close without any other explanation is taken as an auth refusal;
+      // one that carries another code (e.g. UPSTREAM_UNAVAILABLE while draining) is retried.
+      if (!c && !otherErrorCode && !/^[A-Z][A-Z_]+$/.test(reason) && (code === 1008 || code === 4001 || code === 4003 || code === 4401 || code === 4403 || code === 3000 || code === 3003)) {
         c = 'UNAUTHORIZED';
       }
       if (c) { authFailed(c); return; }
@@ -409,9 +420,6 @@
       conn.attempt = 0;
       setConn('disconnected', str(d.reason) || 'Disconnected by server');
       return;
-    }
-    if (d && codeFromText(d.reason) === 'TOKEN_EXPIRED') {
-      // The next attempt will tell; keep the session so a refreshed token could resume.
     }
     scheduleReconnect(d ? str(d.reason) || 'Disconnected by server' : 'Connection lost' + (code && code !== 1006 ? ' (' + code + ')' : ''));
   }
@@ -501,13 +509,6 @@
     conn.session = typeof d.session === 'string' && d.session ? d.session : null;
     conn.resumed = !!(requested && conn.session === requested);
     conn.serverTime = d.server_time || null;
-    if (requested && !conn.resumed) {
-      // A fresh session: the gap could not be replayed, and the bus sequence
-      // may have restarted (e.g. a restarted standalone gateway).
-      lastLogSeq = null;
-      lastSignalSeq = null;
-    }
-    var wasRetry = conn.attempt > 0;
     conn.attempt = 0;
     conn.retryAt = 0;
     hideAuth();
@@ -516,7 +517,7 @@
     startHeartbeat();
     // Poll /api/status once the token is known good (keeps polling while reconnecting).
     if (!statusTimer) startStatusPoll();
-    if (wasRetry && requested && !conn.resumed) toast('info', 'Reconnected with a new session; some log entries may be missing.');
+    if (requested && !conn.resumed) toast('info', 'Reconnected with a new session; some log entries may be missing.');
   }
 
   function onHeartbeatAck(d) {
@@ -539,6 +540,7 @@
       authErrorCode = code;       // the server closes the socket right after
       return;
     }
+    if (!everConnected) otherErrorCode = code || 'ERROR';
     if (code === 'SESSION_NOT_RESUMABLE' && !everConnected) conn.session = null;   // do not ask for it again
     var text = (code ? code + ': ' : '') + (str(d.error) || 'Error') + (d.details ? ' - ' + str(d.details) : '');
     toast('error', text, code);
@@ -569,10 +571,16 @@
 
   function onLog(d) {
     if (!d || typeof d !== 'object') return;
+    // Drop a duplicate or older seq (resume replays, redelivery after a replica
+    // crash). The one exception is a seq at or below the last one that is newer
+    // than anything seen: the sequence restarted (e.g. a restarted standalone
+    // gateway), and a replayed duplicate can never be newer than its original.
+    var ts = Date.parse(d.timestamp);
     if (isNum(d.seq)) {
-      if (lastLogSeq !== null && d.seq <= lastLogSeq) return;   // duplicate or older
+      if (lastLogSeq !== null && d.seq <= lastLogSeq && !(ts > maxLogTs)) return;
       lastLogSeq = d.seq;
     }
+    if (ts > maxLogTs) maxLogTs = ts;
     if (paused) {
       pausedCount++;
       logsPaused.push(d);
@@ -586,10 +594,12 @@
 
   function onSignal(d) {
     if (!d || typeof d !== 'object') return;
+    var ts = Date.parse(d.timestamp);
     if (isNum(d.seq)) {
-      if (lastSignalSeq !== null && d.seq <= lastSignalSeq) return;
+      if (lastSignalSeq !== null && d.seq <= lastSignalSeq && !(ts > maxSignalTs)) return;
       lastSignalSeq = d.seq;
     }
+    if (ts > maxSignalTs) maxSignalTs = ts;
     if (typeof d.uuid !== 'string' || !d.uuid) d.uuid = str(d.uuid) || ('local-' + Date.now() + '-' + Math.random());
     var uuid = d.uuid;
     var prev = signalsByUuid.get(uuid);
@@ -1058,9 +1068,11 @@
       keys.forEach(function (k) {
         var v = body[k];
         if (v !== null && typeof v === 'object') return;   // only scalar fields
+        if (v === false) return;                           // a flag that is off (e.g. draining) is not news
         var li = h('li', 'chip');
         li.dataset.key = k;
-        var text = k === 'uptime_s' ? fmtUptime(v) : str(v);
+        var text = k === 'uptime_s' ? fmtUptime(v) : v === true ? 'yes' : str(v);
+        if (v === true) li.dataset.health = 'flag-on';
         if (k === 'version') text = /^v/i.test(text) ? text : 'v' + text;
         var label = STATUS_LABEL[k] || k.replace(/_/g, ' ');
         if (k !== 'version') li.appendChild(h('span', 'chip-key', label));
