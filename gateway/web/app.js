@@ -441,7 +441,9 @@
 
   function backoffDelay(attempt) {
     var d = Math.min(BACKOFF_CAP_MS, BACKOFF_BASE_MS * Math.pow(2, Math.max(0, attempt - 1)));
-    return Math.round(d / 2 + Math.random() * d / 2);   // "equal jitter": [d/2, d]
+    // 0.5 s, 1 s, 2 s, ... capped at 10 s, each spread by +-20 % so that many
+    // dashboards cut off together do not come back in lockstep.
+    return Math.round(Math.min(BACKOFF_CAP_MS, d * (0.8 + Math.random() * 0.4)));
   }
 
   function scheduleReconnect(detail) {
