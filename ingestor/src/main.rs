@@ -6,7 +6,7 @@ use bus::{Bus, NatsBus, NatsOptions};
 use ingestor::config::{Cli, Source};
 use ingestor::{bridge, record, replay, sim, Publisher};
 use protocol::SubjectScheme;
-use std::io::Write;
+use std::io::{IsTerminal, Write};
 use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 
@@ -99,6 +99,7 @@ fn init_tracing() {
     tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
         .init();
 }
 

@@ -280,7 +280,8 @@ impl Market {
 
 pub(crate) fn round_to(x: f64, digits: u32) -> f64 {
     let scale = 10f64.powi(digits as i32);
-    (x * scale).round() / scale
+    // `+ 0.0` turns -0.0 into 0.0: "-0.0" in a payload looks like a bug.
+    (x * scale).round() / scale + 0.0
 }
 
 /// Box–Muller: rand 0.9 has no normal distribution without rand_distr, and
@@ -339,6 +340,11 @@ mod tests {
         }
         assert!(seen.iter().all(|&n| n > 0), "{seen:?}");
         assert!(seen[0] > seen[7], "EURUSD ticks more than NZDUSD: {seen:?}");
+    }
+
+    #[test]
+    fn no_negative_zero() {
+        assert!(round_to(-0.0001, 2).is_sign_positive());
     }
 
     #[test]

@@ -110,9 +110,14 @@ pub async fn run(
     shutdown: CancellationToken,
 ) -> Result<(), SimError> {
     cfg.validate()?;
-    let publisher = if cfg.account.is_empty() {
+    let publisher = if cfg.account.is_empty() || cfg.account == publisher.account_name() {
         publisher
     } else {
+        tracing::info!(
+            publisher = publisher.account_name(),
+            sim = %cfg.account,
+            "simulator publishes under SimConfig::account"
+        );
         publisher.with_account(&cfg.account)
     };
     let mut sim = Sim::new(publisher, &cfg);
