@@ -8,6 +8,7 @@
 //! `Bus` is an enum rather than a trait object: there are exactly two
 //! implementations and the enum keeps the async code free of boxing.
 
+pub mod jetstream;
 mod memory;
 mod nats;
 mod pattern;
@@ -15,6 +16,7 @@ mod pattern;
 use bytes::Bytes;
 use futures::stream::BoxStream;
 
+pub use jetstream::{Start, StreamKind, StreamLimits};
 pub use memory::MemoryBus;
 pub use nats::{NatsBus, NatsOptions};
 pub use pattern::subject_matches;
@@ -37,6 +39,9 @@ pub struct BusMessage {
     /// The position in the bus's ordered history, when the bus keeps one
     /// (the in-memory bus always; NATS when read through JetStream).
     pub seq: Option<u64>,
+    /// For a JetStream read: how many messages were still waiting after
+    /// this one (0: the reader has caught up with the stream).
+    pub pending: Option<u64>,
 }
 
 pub type Subscription = BoxStream<'static, BusMessage>;
@@ -49,6 +54,8 @@ pub enum BusError {
     Publish { subject: String, reason: String },
     #[error("subscribe to {subject} failed: {reason}")]
     Subscribe { subject: String, reason: String },
+    #[error("jetstream {what}: {reason}")]
+    JetStream { what: String, reason: String },
 }
 
 /// Whether the bus can carry messages right now (reported on readiness).

@@ -44,6 +44,7 @@ impl MemoryBus {
             payload,
             headers,
             seq: Some(seq),
+            pending: None,
         });
     }
 

@@ -86,6 +86,7 @@ impl NatsBus {
                 payload: m.payload,
                 headers: from_header_map(m.headers.as_ref()),
                 seq: None,
+                pending: None,
             })
             .boxed())
     }
@@ -105,7 +106,7 @@ impl NatsBus {
     }
 }
 
-fn to_header_map(h: &Headers) -> Option<HeaderMap> {
+pub(crate) fn to_header_map(h: &Headers) -> Option<HeaderMap> {
     if h == &Headers::default() {
         return None;
     }
@@ -122,7 +123,7 @@ fn to_header_map(h: &Headers) -> Option<HeaderMap> {
     Some(map)
 }
 
-fn from_header_map(map: Option<&HeaderMap>) -> Headers {
+pub(crate) fn from_header_map(map: Option<&HeaderMap>) -> Headers {
     let Some(map) = map else {
         return Headers::default();
     };

@@ -5,16 +5,93 @@
 //! construction.
 
 use crate::auth::Identity;
+use crate::delivery::Delivery;
 use crate::frame::Frame;
 use crate::limits::{InboundGuard, Verdict};
 use crate::metrics;
 use crate::outbox::{Closing, Outbox};
 use crate::rooms::ClientId;
+use crate::session::{self, SessionRecord};
 use crate::state::AppState;
 use protocol::error_code::ErrorPayload;
 use protocol::{Channel, ErrorCode};
 use serde_json::{json, Value};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+/// How long a connection counts against its user's cap without a refresh.
+pub const CONNECTION_TTL: Duration = Duration::from_secs(30);
+
+/// A connection that passed authentication and the connection cap, with
+/// the session it starts or resumes. Made before the transport says yes.
+#[derive(Debug, Clone)]
+pub struct Admission {
+    pub id: ClientId,
+    pub identity: Identity,
+    pub session: String,
+    pub resumed: Option<SessionRecord>,
+}
+
+impl Admission {
+    /// The key this connection is counted under in the per-user cap.
+    pub fn connection_key(&self, replica: &str) -> String {
+        format!("{replica}:{}", self.id)
+    }
+}
+
+/// Checks the per-user connection cap and looks up a session to resume.
+/// A session is resumed only by the user (`sub`) and account it belongs to.
+/// If the store is unreachable the connection is let in without resume.
+pub async fn admit(
+    app: &Arc<AppState>,
+    identity: Identity,
+    requested: Option<&str>,
+) -> Result<Admission, ErrorPayload> {
+    if app.is_draining() {
+        return Err(ErrorPayload::new(
+            ErrorCode::UpstreamUnavailable,
+            "Server is draining",
+            "reconnect to another replica",
+        ));
+    }
+    let mut admission = Admission {
+        id: app.next_client_id(),
+        identity,
+        session: session::new_id(),
+        resumed: None,
+    };
+    let key = admission.connection_key(&app.replica_id);
+    let cap = app.config.max_connections_per_user;
+    match app
+        .sessions
+        .acquire(&admission.identity.user, &key, cap, CONNECTION_TTL)
+        .await
+    {
+        Ok(true) => {}
+        Ok(false) => {
+            return Err(ErrorPayload::new(
+                ErrorCode::RateLimited,
+                "Too many connections",
+                format!("at most {cap} concurrent connections per user"),
+            ))
+        }
+        Err(e) => tracing::warn!(error = %e, "connection cap not checked (store unreachable)"),
+    }
+    if let Some(id) = requested.filter(|id| session::is_well_formed(id)) {
+        match app.sessions.load(id).await {
+            Ok(Some(record))
+                if record.user == admission.identity.user
+                    && record.account == admission.identity.account =>
+            {
+                admission.session = id.to_owned();
+                admission.resumed = Some(record);
+            }
+            Ok(_) => tracing::debug!("session not resumable: unknown, expired or not this user's"),
+            Err(e) => tracing::warn!(error = %e, "session not resumable (store unreachable)"),
+        }
+    }
+    Ok(admission)
+}
 
 pub struct Client {
     pub id: ClientId,
@@ -23,29 +100,35 @@ pub struct Client {
     pub transport: &'static str,
     pub outbox: Arc<Outbox>,
     joined: Mutex<[bool; 6]>,
+    delivery: Mutex<Delivery>,
     guard: InboundGuard,
     app: Arc<AppState>,
 }
 
 impl Client {
-    /// Registers a new client and queues its `connected` greeting.
+    /// Registers an admitted client, queues its `connected` greeting and,
+    /// for a resumed session, rejoins its channels and replays what it
+    /// missed.
     pub fn connect(
         app: &Arc<AppState>,
-        identity: Identity,
-        session: String,
+        admission: Admission,
         transport: &'static str,
     ) -> Arc<Client> {
         let client = Arc::new(Client {
-            id: app.next_client_id(),
-            identity,
-            session,
+            id: admission.id,
+            identity: admission.identity,
+            session: admission.session,
             transport,
             outbox: Arc::new(Outbox::new(app.config.client_queue_limit)),
             joined: Mutex::new([false; 6]),
+            delivery: Mutex::new(Delivery::new(
+                app.config.delivery_settle(),
+                app.config.socket_buffer as u64,
+            )),
             guard: InboundGuard::new(app.limits()),
             app: app.clone(),
         });
-        app.register(client.id, client.outbox.clone());
+        app.register(client.clone());
         metrics::client_connected(transport);
         client.outbox.push(Arc::new(Frame::control(
             "connected",
@@ -53,10 +136,116 @@ impl Client {
                 "message": "Connected to MT5 Trading Dashboard",
                 "server_time": protocol::time::now_rfc3339(),
                 "session": client.session,
+                "resumed": admission.resumed.is_some(),
                 "replica": app.replica_id,
             }),
         )));
+        if let Some(record) = admission.resumed {
+            client.resume(record);
+        }
         client
+    }
+
+    /// Rejoins a resumed session's channels: state channels get their
+    /// snapshot, event channels replay every entry after the checkpoint and
+    /// then go live without a gap.
+    fn resume(self: &Arc<Self>, record: SessionRecord) {
+        let channels: Vec<Channel> = record
+            .channels
+            .iter()
+            .filter_map(|n| n.parse().ok())
+            .filter(|c| self.identity.may_see(*c))
+            .collect();
+        self.reply(
+            "subscribed",
+            &json!({ "channels": channels.iter().map(|c| c.name()).collect::<Vec<_>>(), "resumed": true }),
+        );
+        let account = &self.identity.account;
+        let mut replays = Vec::new();
+        {
+            let mut joined = self.joined();
+            let mut delivery = self.delivery();
+            for &channel in &channels {
+                joined[channel.index()] = true;
+                if channel.is_state() {
+                    self.app.rooms.join(account, channel, self.id, &self.outbox);
+                } else {
+                    let after = match channel {
+                        Channel::Logs => record.logs_seq,
+                        _ => record.signals_seq,
+                    };
+                    delivery.start_at(channel, after);
+                    self.app
+                        .rooms
+                        .join_catching_up(account, channel, self.id, &self.outbox);
+                    replays.push((channel, after));
+                }
+            }
+        }
+        metrics::session_resumed();
+        let client = self.clone();
+        tokio::spawn(async move {
+            for (channel, after) in replays {
+                let mut upto = after;
+                match crate::relay::history(&client.app, &client.identity.account, channel, after)
+                    .await
+                {
+                    Ok(frames) => {
+                        for frame in frames {
+                            upto = upto.max(frame.seq.unwrap_or(0));
+                            client.outbox.push(frame);
+                        }
+                    }
+                    Err(e) => {
+                        tracing::warn!(error = %e, %channel, "cannot replay missed entries");
+                        client.error(
+                            ErrorCode::UpstreamUnavailable,
+                            "Missed entries could not be replayed",
+                            format!("{channel} history is unavailable right now"),
+                        );
+                    }
+                }
+                client.app.rooms.finish_catch_up(
+                    &client.identity.account,
+                    channel,
+                    client.id,
+                    upto,
+                );
+            }
+        });
+    }
+
+    fn joined(&self) -> MutexGuard<'_, [bool; 6]> {
+        self.joined.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn delivery(&self) -> MutexGuard<'_, Delivery> {
+        self.delivery.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Called by the writer for every frame it hands to the socket.
+    pub fn wrote(&self, frame: &Frame) {
+        self.delivery().wrote(frame, Instant::now());
+    }
+
+    /// What to store for this session now.
+    pub fn checkpoint(&self) -> SessionRecord {
+        let channels = {
+            let joined = self.joined();
+            Channel::ALL
+                .into_iter()
+                .filter(|c| joined[c.index()])
+                .map(|c| c.name().to_owned())
+                .collect()
+        };
+        let (logs_seq, signals_seq) = self.delivery().safe(Instant::now());
+        SessionRecord {
+            user: self.identity.user.clone(),
+            account: self.identity.account.clone(),
+            channels,
+            logs_seq,
+            signals_seq,
+        }
     }
 
     /// Handles one inbound event. `size` is the payload's encoded length.
@@ -106,13 +295,29 @@ impl Client {
         }
     }
 
-    /// The client went away: leave every room and forget it.
+    /// The client went away: leave every room, forget it, store its last
+    /// checkpoint and free its slot in the user's connection cap.
     pub fn gone(&self) {
         self.app.rooms.leave_all(&self.identity.account, self.id);
         self.outbox.close(Closing::Gone);
-        if self.app.unregister(self.id) {
-            metrics::client_disconnected(self.transport);
+        if !self.app.unregister(self.id) {
+            return;
         }
+        metrics::client_disconnected(self.transport);
+        let record = self.checkpoint();
+        let app = self.app.clone();
+        let session = self.session.clone();
+        let key = format!("{}:{}", app.replica_id, self.id);
+        // Tracked, so a drain waits for it before the process exits.
+        self.app.writers.spawn(async move {
+            let ttl = app.config.resume_window();
+            if let Err(e) = app.sessions.save(&session, &record, ttl).await {
+                tracing::warn!(error = %e, "session not saved");
+            }
+            if let Err(e) = app.sessions.release(&record.user, &key).await {
+                tracing::debug!(error = %e, "connection slot not released; it will expire");
+            }
+        });
     }
 
     fn subscribe(&self, data: Option<&Value>) -> Value {
@@ -130,10 +335,15 @@ impl Client {
         let payload = json!({ "channels": wanted.iter().map(|c| c.name()).collect::<Vec<_>>() });
         // The reply goes out before the snapshots the joins queue.
         self.reply("subscribed", &payload);
-        let mut joined = self.joined.lock().unwrap_or_else(|p| p.into_inner());
+        let mut joined = self.joined();
         for channel in wanted {
             if !joined[channel.index()] {
                 joined[channel.index()] = true;
+                if !channel.is_state() {
+                    // Entries before this moment are not this session's.
+                    let now = self.app.last_event_seq();
+                    self.delivery().start_at(channel, now);
+                }
                 self.app
                     .rooms
                     .join(&self.identity.account, channel, self.id, &self.outbox);
@@ -155,7 +365,7 @@ impl Client {
         };
         let leaving = self.vet(names);
         {
-            let mut joined = self.joined.lock().unwrap_or_else(|p| p.into_inner());
+            let mut joined = self.joined();
             for channel in &leaving {
                 if std::mem::take(&mut joined[channel.index()]) {
                     self.app
@@ -285,7 +495,13 @@ mod tests {
             allowed,
             expires_at: i64::MAX,
         };
-        let c = Client::connect(&app, identity, "s1".into(), "test");
+        let admission = Admission {
+            id: app.next_client_id(),
+            identity,
+            session: "s1".into(),
+            resumed: None,
+        };
+        let c = Client::connect(&app, admission, "test");
         (app, c)
     }
 

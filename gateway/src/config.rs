@@ -137,6 +137,27 @@ pub struct Config {
     #[arg(long, env = "CLIENT_QUEUE_LIMIT", default_value_t = 4096)]
     pub client_queue_limit: usize,
 
+    /// Concurrent connections one user (token `sub`) may hold, across replicas.
+    #[arg(long, env = "MAX_CONNECTIONS_PER_USER", default_value_t = 20)]
+    pub max_connections_per_user: usize,
+
+    /// Packets a Socket.IO socket may have queued inside socketioxide.
+    #[arg(long, env = "SOCKET_BUFFER", default_value_t = 128)]
+    pub socket_buffer: usize,
+
+    /// Seconds an entry must have been written before it counts as
+    /// delivered in the session checkpoint (see `delivery`).
+    #[arg(long, env = "DELIVERY_SETTLE_SECS", default_value_t = 2)]
+    pub delivery_settle_secs: u64,
+
+    /// JetStream: how long logs and signals are kept, in seconds.
+    #[arg(long, env = "EVENTS_MAX_AGE_SECS", default_value_t = 900)]
+    pub events_max_age_secs: u64,
+
+    /// JetStream: how many logs and signals are kept at most.
+    #[arg(long, env = "EVENTS_MAX_MESSAGES", default_value_t = 1_000_000)]
+    pub events_max_messages: i64,
+
     /// How long a disconnected session can be resumed, in seconds.
     #[arg(long, env = "RESUME_WINDOW_SECS", default_value_t = 120)]
     pub resume_window_secs: u64,
@@ -182,6 +203,10 @@ impl Config {
 
     pub fn resume_window(&self) -> Duration {
         Duration::from_secs(self.resume_window_secs)
+    }
+
+    pub fn delivery_settle(&self) -> Duration {
+        Duration::from_secs(self.delivery_settle_secs)
     }
 
     pub fn drain_timeout(&self) -> Duration {

@@ -23,6 +23,8 @@ pub enum StateKey {
 #[derive(Debug)]
 pub struct Frame {
     pub event: &'static str,
+    /// The data channel this frame belongs to; `None` for replies.
+    pub channel: Option<Channel>,
     /// Set for state channels: a newer frame with the same key replaces
     /// this one in a client's queue if it has not been written yet.
     pub key: Option<StateKey>,
@@ -79,6 +81,7 @@ impl Frame {
         };
         Ok(Frame {
             event: channel.event(),
+            channel: Some(channel),
             key,
             seq: if channel.is_state() { None } else { seq },
             data,
@@ -92,6 +95,7 @@ impl Frame {
         let data = RawValue::from_string(json).unwrap_or_else(|_| null());
         Frame {
             event,
+            channel: None,
             key: None,
             seq: None,
             data,

@@ -58,9 +58,13 @@ async fn live() -> &'static str {
 async fn ready(State(app): State<Arc<AppState>>) -> Response {
     let bus = app.bus_health() == BusHealth::Up;
     let draining = app.is_draining();
+    // Redis is reported but does not fail readiness: without it a replica
+    // still serves (sessions just cannot resume), and failing every
+    // replica at once would turn a degraded service into an outage.
     let body = Json(json!({
         "ready": bus && !draining,
         "bus": health_word(bus),
+        "redis": app.sessions.health().word(),
         "draining": draining,
     }));
     if bus && !draining {
@@ -107,7 +111,7 @@ async fn status(
         "replica": app.replica_id,
         "clients": app.client_count(),
         "nats": nats,
-        "redis": "disabled",
+        "redis": app.sessions.health().word(),
         "mode": if app.config.standalone { "standalone" } else { "nats" },
         "uptime_s": app.started.elapsed().as_secs(),
         "version": env!("CARGO_PKG_VERSION"),

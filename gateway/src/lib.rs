@@ -16,8 +16,10 @@
 //! - `limits`, `session`, `metrics`, `state`, `web`.
 
 pub mod auth;
+pub mod checkpoint;
 pub mod client;
 pub mod config;
+pub mod delivery;
 pub mod frame;
 pub mod http;
 pub mod limits;
@@ -35,9 +37,9 @@ pub mod ws;
 use crate::auth::{KeyError, Verifier};
 use crate::config::Config;
 use crate::relay::Relay;
+use crate::session::SessionStore;
 use crate::state::AppState;
 use bus::{Bus, BusError, MemoryBus, NatsBus, NatsOptions};
-use protocol::SubjectScheme;
 use socketioxide::SocketIo;
 use std::future::IntoFuture;
 use std::sync::Arc;
@@ -56,6 +58,8 @@ pub enum StartError {
     Key(#[from] KeyError),
     #[error(transparent)]
     Bus(#[from] BusError),
+    #[error(transparent)]
+    Session(#[from] crate::session::SessionError),
     #[error("server error: {0}")]
     Serve(#[from] std::io::Error),
 }
@@ -85,19 +89,18 @@ pub async fn run(
         .replica_id
         .clone()
         .unwrap_or_else(|| format!("gw-{}", &session::new_id()[..8]));
+    let sessions = match &config.redis_url {
+        Some(url) => SessionStore::redis(url, &config.subject_prefix)?,
+        None => SessionStore::memory(),
+    };
     metrics::install();
-    let app = AppState::new(config, verifier, bus.clone(), replica_id);
-    let scheme = SubjectScheme::new(app.config.subject_prefix.clone());
+    let app = AppState::new(config, verifier, bus.clone(), sessions, replica_id);
+    let scheme = app.scheme.clone();
 
     // Background tasks, all stopped by the same token.
     let tasks = tokio_util::task::TaskTracker::new();
-    let relay = Relay::new(
-        bus.clone(),
-        scheme.clone(),
-        app.rooms.clone(),
-        app.config.quote_throttle(),
-    );
-    tasks.spawn(relay.run(shutdown.clone()));
+    tasks.spawn(Relay::new(app.clone()).run(shutdown.clone()));
+    tasks.spawn(checkpoint::run(app.clone(), shutdown.clone()));
     if app.config.standalone {
         let publisher = ingestor::Publisher::new(bus, scheme, app.config.default_account.clone());
         let sim = ingestor::sim::SimConfig {
@@ -120,6 +123,7 @@ pub async fn run(
     let hard_limit = app.config.hard_payload_limit() as u64;
     let (socketio_layer, io) = SocketIo::builder()
         .with_state(app.clone())
+        .max_buffer_size(app.config.socket_buffer)
         .max_payload(hard_limit)
         .ws_max_message_size(hard_limit as usize)
         .build_layer();

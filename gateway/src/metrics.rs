@@ -61,3 +61,7 @@ pub fn client_error(code: &'static str) {
 pub fn client_cut_off(reason: &'static str) {
     ::metrics::counter!("gateway_clients_cut_off_total", "reason" => reason).increment(1);
 }
+
+pub fn session_resumed() {
+    ::metrics::counter!("gateway_sessions_resumed_total").increment(1);
+}

@@ -9,7 +9,8 @@
 use crate::frame::Frame;
 use crate::metrics;
 use crate::rooms::Rooms;
-use bus::{Bus, BusMessage};
+use crate::state::AppState;
+use bus::{Bus, BusError, BusMessage, Start, StreamKind, StreamLimits, Subscription};
 use futures::StreamExt;
 use protocol::{Channel, Route, SubjectScheme};
 use std::collections::HashMap;
@@ -20,56 +21,104 @@ use tokio_util::sync::CancellationToken;
 
 type QuoteKey = (String, Arc<str>);
 
+/// How many missed entries one resume replays at most.
+const MAX_REPLAY: usize = 100_000;
+
 pub struct Relay {
+    app: Arc<AppState>,
     bus: Bus,
     scheme: SubjectScheme,
     rooms: Arc<Rooms>,
     throttle: Duration,
     last_sent: HashMap<QuoteKey, Instant>,
     held: HashMap<QuoteKey, (Instant, Arc<Frame>)>,
+    /// The newest event sequence read, to reopen the feed right after it.
+    last_event_seq: Option<u64>,
 }
 
 impl Relay {
-    pub fn new(bus: Bus, scheme: SubjectScheme, rooms: Arc<Rooms>, throttle: Duration) -> Self {
+    pub fn new(app: Arc<AppState>) -> Self {
         Relay {
-            bus,
-            scheme,
-            rooms,
-            throttle,
+            bus: app.bus.clone(),
+            scheme: app.scheme.clone(),
+            rooms: app.rooms.clone(),
+            throttle: app.config.quote_throttle(),
+            app,
             last_sent: HashMap::new(),
             held: HashMap::new(),
+            last_event_seq: None,
         }
     }
 
-    /// Runs until `shutdown`. A failed or ended subscription is retried:
-    /// the bus client reconnects by itself, so this only has to ask again.
+    /// Runs until `shutdown`. When the feed fails or ends it is reopened
+    /// (the NATS client reconnects by itself; JetStream may need the
+    /// streams made again after a server lost its store), events from just
+    /// after the last one read, so nothing is skipped.
     pub async fn run(mut self, shutdown: CancellationToken) {
-        let subject = self.scheme.all();
+        let mut retry = Duration::from_millis(200);
         while !shutdown.is_cancelled() {
-            let mut sub = match self.bus.subscribe(&subject).await {
-                Ok(sub) => sub,
+            let mut feed = match self.open_feed().await {
+                Ok(feed) => feed,
                 Err(e) => {
-                    tracing::warn!(error = %e, "relay cannot subscribe; retrying");
+                    self.app.set_feed_up(false);
+                    tracing::warn!(error = %e, "relay cannot read the bus; retrying");
                     tokio::select! {
                         _ = shutdown.cancelled() => return,
-                        _ = tokio::time::sleep(Duration::from_millis(500)) => continue,
+                        _ = tokio::time::sleep(retry) => {}
                     }
+                    retry = (retry * 2).min(Duration::from_secs(2));
+                    continue;
                 }
             };
-            tracing::info!(%subject, bus = self.bus.kind(), "relay subscribed");
+            retry = Duration::from_millis(200);
+            self.app.set_feed_up(true);
+            tracing::info!(bus = self.bus.kind(), "relay reading the bus");
             loop {
                 let next_due = self.held.values().map(|(due, _)| *due).min();
                 tokio::select! {
                     _ = shutdown.cancelled() => return,
                     _ = sleep_until(next_due) => self.release_due(),
-                    msg = sub.next() => match msg {
+                    msg = feed.next() => match msg {
                         Some(msg) => self.handle(msg),
                         None => {
-                            tracing::warn!("relay subscription ended; resubscribing");
+                            tracing::warn!("relay feed ended; reopening");
+                            self.app.set_feed_up(false);
                             break;
                         }
                     },
                 }
+            }
+        }
+    }
+
+    async fn open_feed(&self) -> Result<Subscription, BusError> {
+        match &self.bus {
+            Bus::Memory(_) => self.bus.subscribe(&self.scheme.all()).await,
+            Bus::Nats(nats) => {
+                let prefix = self.scheme.prefix();
+                nats.ensure_streams(prefix, &stream_limits(&self.app))
+                    .await?;
+                let mut feeds = Vec::new();
+                for subject in bus::jetstream::stream_subjects(prefix, StreamKind::State) {
+                    let state = nats
+                        .consume(
+                            prefix,
+                            StreamKind::State,
+                            Some(subject),
+                            Start::LastPerSubject,
+                        )
+                        .await?;
+                    feeds.push(state);
+                }
+                let start = match self.last_event_seq {
+                    Some(seq) => Start::At(seq + 1),
+                    None => Start::New,
+                };
+                feeds.push(
+                    nats.consume(prefix, StreamKind::Events, None, start)
+                        .await?,
+                );
+                Ok(futures::stream::select_all(feeds).boxed())
             }
         }
     }
@@ -87,7 +136,13 @@ impl Relay {
             &msg.payload,
             msg.seq,
         ) {
-            Ok(frame) => Arc::new(frame),
+            Ok(frame) => {
+                if let (false, Some(seq)) = (route.channel.is_state(), msg.seq) {
+                    self.last_event_seq = Some(seq);
+                    self.app.note_event_seq(seq);
+                }
+                Arc::new(frame)
+            }
             Err(e) => {
                 metrics::bus_message_rejected("payload");
                 tracing::warn!(subject = %msg.subject, error = %e, "dropping a malformed bus message");
@@ -146,6 +201,39 @@ impl Relay {
     }
 }
 
+/// The stream limits the configuration asks for.
+pub fn stream_limits(app: &AppState) -> StreamLimits {
+    StreamLimits {
+        events_max_age: Duration::from_secs(app.config.events_max_age_secs)
+            .max(app.config.resume_window() * 2),
+        events_max_messages: app.config.events_max_messages,
+        ..StreamLimits::default()
+    }
+}
+
+/// The `channel` entries of `account` after `after`, oldest first: from
+/// JetStream, or from memory in standalone mode.
+pub async fn history(
+    app: &AppState,
+    account: &str,
+    channel: Channel,
+    after: u64,
+) -> Result<Vec<Arc<Frame>>, BusError> {
+    let messages = match &app.bus {
+        Bus::Memory(_) => return Ok(app.rooms.history_after(account, channel, after)),
+        Bus::Nats(nats) => {
+            let subject = app.scheme.channel(account, channel);
+            nats.history(app.scheme.prefix(), &subject, after, MAX_REPLAY)
+                .await?
+        }
+    };
+    Ok(messages
+        .into_iter()
+        .filter_map(|m| Frame::from_bus(channel, None, &m.payload, m.seq).ok())
+        .map(Arc::new)
+        .collect())
+}
+
 async fn sleep_until(due: Option<Instant>) {
     match due {
         Some(due) => tokio::time::sleep_until(due).await,
@@ -157,26 +245,21 @@ async fn sleep_until(due: Option<Instant>) {
 mod tests {
     use super::*;
     use crate::outbox::Outbox;
-    use crate::rooms::HistoryLimits;
     use bus::{Headers, MemoryBus};
 
     fn setup(throttle_ms: u64) -> (MemoryBus, Arc<Rooms>, Arc<Outbox>, CancellationToken) {
-        let mem = MemoryBus::new();
-        let rooms = Arc::new(Rooms::new(HistoryLimits {
-            max_entries: 100,
-            max_age: Duration::from_secs(60),
-        }));
+        let mut config = crate::config::Config::for_tests();
+        config.quote_throttle_ms = throttle_ms;
+        let app = AppState::for_tests(config);
+        let Bus::Memory(mem) = app.bus.clone() else {
+            unreachable!("tests use the memory bus")
+        };
+        let rooms = app.rooms.clone();
         let outbox = Arc::new(Outbox::new(100));
         rooms.join("demo", Channel::Quotes, 1, &outbox);
         rooms.join("demo", Channel::Logs, 1, &outbox);
         let shutdown = CancellationToken::new();
-        let relay = Relay::new(
-            Bus::Memory(mem.clone()),
-            SubjectScheme::default(),
-            rooms.clone(),
-            Duration::from_millis(throttle_ms),
-        );
-        tokio::spawn(relay.run(shutdown.clone()));
+        tokio::spawn(Relay::new(app).run(shutdown.clone()));
         (mem, rooms, outbox, shutdown)
     }
 

@@ -36,9 +36,28 @@ struct Room {
     inner: Mutex<RoomInner>,
 }
 
+/// A member either receives live frames, or (while its missed logs or
+/// signals are being replayed) has them held back in `backlog`, so the
+/// replay and the live stream join without a gap or a reordering.
+struct Member {
+    outbox: Arc<Outbox>,
+    backlog: Option<Vec<Arc<Frame>>>,
+}
+
+impl Member {
+    fn deliver(&mut self, frame: Arc<Frame>) {
+        match &mut self.backlog {
+            Some(held) => held.push(frame),
+            None => {
+                self.outbox.push(frame);
+            }
+        }
+    }
+}
+
 #[derive(Default)]
 struct RoomInner {
-    members: [HashMap<ClientId, Arc<Outbox>>; 6],
+    members: [HashMap<ClientId, Member>; 6],
     quotes: BTreeMap<Arc<str>, Arc<Frame>>,
     positions: Option<Arc<Frame>>,
     orders: Option<Arc<Frame>>,
@@ -117,9 +136,49 @@ impl Rooms {
     pub fn join(&self, account: &str, channel: Channel, id: ClientId, outbox: &Arc<Outbox>) {
         let room = self.room(account);
         let mut inner = room.lock();
-        inner.members[channel.index()].insert(id, outbox.clone());
+        let member = Member {
+            outbox: outbox.clone(),
+            backlog: None,
+        };
+        inner.members[channel.index()].insert(id, member);
         for frame in inner.snapshot(channel) {
             outbox.push(frame);
+        }
+    }
+
+    /// Adds a member whose live frames are held back until
+    /// [`Rooms::finish_catch_up`], while its missed entries are replayed.
+    pub fn join_catching_up(
+        &self,
+        account: &str,
+        channel: Channel,
+        id: ClientId,
+        outbox: &Arc<Outbox>,
+    ) {
+        let member = Member {
+            outbox: outbox.clone(),
+            backlog: Some(Vec::new()),
+        };
+        self.room(account).lock().members[channel.index()].insert(id, member);
+    }
+
+    /// Ends a catch-up: frames held back with a `seq` above `replayed_up_to`
+    /// are queued, in order, and the member goes live.
+    pub fn finish_catch_up(
+        &self,
+        account: &str,
+        channel: Channel,
+        id: ClientId,
+        replayed_up_to: u64,
+    ) {
+        let room = self.room(account);
+        let mut inner = room.lock();
+        if let Some(member) = inner.members[channel.index()].get_mut(&id) {
+            for frame in member.backlog.take().unwrap_or_default() {
+                if frame.seq.is_none_or(|s| s > replayed_up_to) {
+                    member.outbox.push(frame);
+                }
+            }
         }
     }
 
@@ -149,20 +208,20 @@ impl Rooms {
         let room = self.room(account);
         let mut inner = room.lock();
         inner.remember(channel, &frame, self.limits);
-        Self::queue(&inner, channel, frame)
+        Self::queue(&mut inner, channel, frame)
     }
 
     /// Queues an already remembered `frame` for every member of the channel.
     pub fn fan_out(&self, account: &str, channel: Channel, frame: Arc<Frame>) -> usize {
         let room = self.room(account);
-        let inner = room.lock();
-        Self::queue(&inner, channel, frame)
+        let mut inner = room.lock();
+        Self::queue(&mut inner, channel, frame)
     }
 
-    fn queue(inner: &RoomInner, channel: Channel, frame: Arc<Frame>) -> usize {
-        let members = &inner.members[channel.index()];
-        for outbox in members.values() {
-            outbox.push(frame.clone());
+    fn queue(inner: &mut RoomInner, channel: Channel, frame: Arc<Frame>) -> usize {
+        let members = &mut inner.members[channel.index()];
+        for member in members.values_mut() {
+            member.deliver(frame.clone());
         }
         members.len()
     }
@@ -254,5 +313,26 @@ mod tests {
         assert_eq!(after, [Some(4), Some(5)]);
         assert_eq!(r.history_start("a", Channel::Logs), Some(3));
         assert!(r.history_after("a", Channel::Signals, 0).is_empty());
+    }
+
+    #[test]
+    fn catch_up_joins_replay_and_live_without_gap_or_repeat() {
+        let r = rooms();
+        let log = |seq| Arc::new(Frame::from_bus(Channel::Logs, None, b"{}", Some(seq)).unwrap());
+        let o = Arc::new(Outbox::new(10));
+        r.join_catching_up("a", Channel::Logs, 1, &o);
+        r.publish("a", Channel::Logs, log(3));
+        r.publish("a", Channel::Logs, log(4));
+        assert!(o.is_empty(), "live frames wait while replaying");
+        // The replay (from the store) covered 1..=3.
+        for seq in 1..=3 {
+            o.push(log(seq));
+        }
+        r.finish_catch_up("a", Channel::Logs, 1, 3);
+        r.publish("a", Channel::Logs, log(5));
+        let seqs: Vec<_> = std::iter::from_fn(|| o.pop())
+            .map(|f| f.seq.unwrap())
+            .collect();
+        assert_eq!(seqs, [1, 2, 3, 4, 5]);
     }
 }

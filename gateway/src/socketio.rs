@@ -4,11 +4,9 @@
 //! Authentication runs as a connect middleware, so a refused client gets a
 //! `connect_error` whose `message` is the error code and no data at all.
 
-use crate::auth::Identity;
-use crate::client::Client;
+use crate::client::{self, Admission, Client};
 use crate::frame::Frame;
 use crate::metrics;
-use crate::session;
 use crate::state::AppState;
 use crate::writer::{self, FrameSink, Sent};
 use serde::Deserialize;
@@ -39,10 +37,6 @@ impl fmt::Display for Refusal {
     }
 }
 
-/// The session id a client asked to resume, carried from auth to connect.
-#[derive(Clone)]
-struct ResumeRequest(Option<String>);
-
 pub fn attach(io: &SocketIo) {
     io.ns("/", on_connect.with(authenticate));
 }
@@ -58,38 +52,37 @@ async fn authenticate(
         .filter(|t| !t.is_empty())
         .or_else(|| query_param(socket.req_parts().uri.query(), "token"))
         .unwrap_or_default();
-    if app.is_draining() {
-        return Err(Refusal(protocol::ErrorCode::UpstreamUnavailable.as_str()));
-    }
-    match app.verifier.verify(&token) {
-        Ok(identity) => {
-            socket.extensions.insert(identity);
-            socket.extensions.insert(ResumeRequest(
-                handshake
-                    .session
-                    .or_else(|| query_param(socket.req_parts().uri.query(), "session")),
-            ));
-            Ok(())
-        }
+    let identity = match app.verifier.verify(&token) {
+        Ok(identity) => identity,
         Err(e) => {
             let code = e.code().as_str();
             metrics::auth_refused(code);
             tracing::debug!(error = %e, "socket.io handshake refused");
-            Err(Refusal(code))
+            return Err(Refusal(code));
+        }
+    };
+    let resume = handshake
+        .session
+        .or_else(|| query_param(socket.req_parts().uri.query(), "session"));
+    match client::admit(&app, identity, resume.as_deref()).await {
+        Ok(admission) => {
+            socket.extensions.insert(admission);
+            Ok(())
+        }
+        Err(refusal) => {
+            metrics::auth_refused(refusal.code.as_str());
+            Err(Refusal(refusal.code.as_str()))
         }
     }
 }
 
 async fn on_connect(socket: SocketRef, State(app): State<Arc<AppState>>) {
-    let Some(identity) = socket.extensions.get::<Identity>() else {
+    let Some(admission) = socket.extensions.get::<Admission>() else {
         // The middleware always sets it; without it, refuse to guess.
         let _ = socket.disconnect();
         return;
     };
-    let resume = socket.extensions.get::<ResumeRequest>().and_then(|r| r.0);
-    let _ = resume; // resuming sessions is the session store's job
-    let session = session::new_id();
-    let client = Client::connect(&app, identity, session, "socketio");
+    let client = Client::connect(&app, admission, "socketio");
     socket.extensions.insert(client.clone());
     socket.on_fallback(on_event);
     socket.on_disconnect(on_disconnect);

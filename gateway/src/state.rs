@@ -1,15 +1,19 @@
 //! What every connection handler shares: configuration, the verifier, the
-//! rooms, the bus, and the registry of live clients that a drain walks.
+//! rooms, the bus, the session store, and the registry of live clients
+//! that a drain and the checkpoint task walk.
 
 use crate::auth::Verifier;
+use crate::client::Client;
 use crate::config::Config;
 use crate::limits::LimitConfig;
-use crate::outbox::{Closing, Outbox};
+use crate::outbox::Closing;
 use crate::rooms::{ClientId, HistoryLimits, Rooms};
+use crate::session::SessionStore;
 use bus::{Bus, BusHealth};
+use protocol::SubjectScheme;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -19,33 +23,49 @@ pub struct AppState {
     pub verifier: Verifier,
     pub rooms: Arc<Rooms>,
     pub bus: Bus,
+    pub scheme: SubjectScheme,
+    pub sessions: SessionStore,
     pub replica_id: String,
     pub started: Instant,
     /// Cancelled when the replica starts draining.
     pub shutdown: CancellationToken,
-    /// Every client writer task, so a drain can wait for their goodbyes.
+    /// Client writers and their final session saves, so a drain can wait.
     pub writers: TaskTracker,
     ready: AtomicBool,
+    /// Whether the relay is currently reading the bus.
+    feed_up: AtomicBool,
+    last_event_seq: AtomicU64,
     next_id: AtomicU64,
-    clients: Mutex<HashMap<ClientId, Arc<Outbox>>>,
+    clients: Mutex<HashMap<ClientId, Arc<Client>>>,
 }
 
 impl AppState {
-    pub fn new(config: Config, verifier: Verifier, bus: Bus, replica_id: String) -> Arc<Self> {
+    pub fn new(
+        config: Config,
+        verifier: Verifier,
+        bus: Bus,
+        sessions: SessionStore,
+        replica_id: String,
+    ) -> Arc<Self> {
         let rooms = Arc::new(Rooms::new(HistoryLimits {
             max_entries: 50_000,
             max_age: config.resume_window() + Duration::from_secs(30),
         }));
+        let scheme = SubjectScheme::new(config.subject_prefix.clone());
         Arc::new(AppState {
             config,
             verifier,
             rooms,
             bus,
+            scheme,
+            sessions,
             replica_id,
             started: Instant::now(),
             shutdown: CancellationToken::new(),
             writers: TaskTracker::new(),
             ready: AtomicBool::new(true),
+            feed_up: AtomicBool::new(false),
+            last_event_seq: AtomicU64::new(0),
             next_id: AtomicU64::new(1),
             clients: Mutex::new(HashMap::new()),
         })
@@ -54,12 +74,8 @@ impl AppState {
     #[cfg(test)]
     pub fn for_tests(config: Config) -> Arc<Self> {
         let verifier = Verifier::from_secret(b"test", &config.default_account);
-        Self::new(
-            config,
-            verifier,
-            Bus::Memory(bus::MemoryBus::new()),
-            "test".into(),
-        )
+        let bus = Bus::Memory(bus::MemoryBus::new());
+        Self::new(config, verifier, bus, SessionStore::memory(), "test".into())
     }
 
     pub fn limits(&self) -> LimitConfig {
@@ -75,8 +91,8 @@ impl AppState {
         self.next_id.fetch_add(1, Ordering::Relaxed)
     }
 
-    pub fn register(&self, id: ClientId, outbox: Arc<Outbox>) {
-        self.lock_clients().insert(id, outbox);
+    pub fn register(&self, client: Arc<Client>) {
+        self.lock_clients().insert(client.id, client);
     }
 
     /// True if the client was still registered.
@@ -88,16 +104,33 @@ impl AppState {
         self.lock_clients().len()
     }
 
-    fn lock_clients(&self) -> std::sync::MutexGuard<'_, HashMap<ClientId, Arc<Outbox>>> {
+    pub fn clients(&self) -> Vec<Arc<Client>> {
+        self.lock_clients().values().cloned().collect()
+    }
+
+    fn lock_clients(&self) -> MutexGuard<'_, HashMap<ClientId, Arc<Client>>> {
         self.clients.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The newest log/signal sequence the relay has seen.
+    pub fn last_event_seq(&self) -> u64 {
+        self.last_event_seq.load(Ordering::Relaxed)
+    }
+
+    pub fn note_event_seq(&self, seq: u64) {
+        self.last_event_seq.fetch_max(seq, Ordering::Relaxed);
+    }
+
+    pub fn set_feed_up(&self, up: bool) {
+        self.feed_up.store(up, Ordering::Relaxed);
     }
 
     /// Starts a drain: readiness fails and every client is told to go.
     pub fn drain(&self, reason: &str) {
         self.ready.store(false, Ordering::Relaxed);
         self.shutdown.cancel();
-        for outbox in self.lock_clients().values() {
-            outbox.close(Closing::Told {
+        for client in self.lock_clients().values() {
+            client.outbox.close(Closing::Told {
                 reason: reason.to_owned(),
                 reconnect: true,
             });
@@ -108,7 +141,11 @@ impl AppState {
         !self.ready.load(Ordering::Relaxed)
     }
 
+    /// The bus is connected and the relay is reading it.
     pub fn bus_health(&self) -> BusHealth {
-        self.bus.health()
+        match (self.bus.health(), self.feed_up.load(Ordering::Relaxed)) {
+            (BusHealth::Up, true) => BusHealth::Up,
+            _ => BusHealth::Down,
+        }
     }
 }

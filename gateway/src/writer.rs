@@ -75,7 +75,10 @@ async fn drain_queue<S: FrameSink>(client: &Client, sink: &mut S) -> bool {
     let mut wrote = false;
     while let Some(frame) = client.outbox.pop() {
         match sink.send(&frame).await {
-            Sent::Ok => wrote = true,
+            Sent::Ok => {
+                client.wrote(&frame);
+                wrote = true;
+            }
             Sent::Closed => return false,
             Sent::Busy => {
                 client.outbox.unpop(frame);

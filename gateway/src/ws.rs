@@ -6,11 +6,9 @@
 //! and a close frame (1008) whose reason is the code: wscat and browsers
 //! show that, where a bare HTTP 401 would only say "unexpected response".
 
-use crate::auth::Identity;
-use crate::client::Client;
+use crate::client::{self, Admission, Client};
 use crate::frame::Frame;
 use crate::metrics;
-use crate::session;
 use crate::socketio::query_param;
 use crate::state::AppState;
 use crate::writer::{self, FrameSink, Sent};
@@ -49,21 +47,22 @@ pub async fn upgrade(
         .or_else(|| bearer(&headers))
         .unwrap_or_default();
     let resume = query_param(query.as_deref(), "session");
-    let verdict = if app.is_draining() {
-        Err((
-            ErrorCode::UpstreamUnavailable,
-            "Server is draining".to_owned(),
-        ))
-    } else {
-        app.verifier
-            .verify(&token)
-            .map_err(|e| (e.code(), e.to_string()))
+    let verdict = match app.verifier.verify(&token) {
+        Ok(identity) => client::admit(&app, identity, resume.as_deref()).await,
+        Err(e) => Err(ErrorPayload::new(
+            e.code(),
+            match e.code() {
+                ErrorCode::TokenExpired => "Token expired",
+                _ => "Authentication failed",
+            },
+            e.to_string(),
+        )),
     };
     ws.max_message_size(app.config.hard_payload_limit())
         .on_upgrade(move |socket| async move {
             match verdict {
-                Ok(identity) => serve(app, identity, resume, socket).await,
-                Err((code, details)) => refuse(socket, code, details).await,
+                Ok(admission) => serve(app, admission, socket).await,
+                Err(refusal) => refuse(socket, refusal).await,
             }
         })
 }
@@ -76,27 +75,21 @@ fn bearer(headers: &HeaderMap) -> Option<String> {
     value.strip_prefix("Bearer ").map(|t| t.trim().to_owned())
 }
 
-async fn refuse(mut socket: WebSocket, code: ErrorCode, details: String) {
-    metrics::auth_refused(code.as_str());
-    let error = match code {
-        ErrorCode::TokenExpired => "Token expired",
-        ErrorCode::UpstreamUnavailable => "Server unavailable",
-        _ => "Authentication failed",
-    };
-    let frame = Frame::control("error", &ErrorPayload::new(code, error, details));
+async fn refuse(mut socket: WebSocket, refusal: ErrorPayload) {
+    let code = refusal.code.as_str();
+    metrics::auth_refused(code);
+    let frame = Frame::control("error", &refusal);
     let _ = socket.send(Message::Text(frame.ws_text())).await;
     let _ = socket
         .send(Message::Close(Some(CloseFrame {
             code: POLICY_VIOLATION,
-            reason: Utf8Bytes::from(code.as_str()),
+            reason: Utf8Bytes::from(code),
         })))
         .await;
 }
 
-async fn serve(app: Arc<AppState>, identity: Identity, resume: Option<String>, socket: WebSocket) {
-    let _ = resume; // resuming sessions is the session store's job
-    let session = session::new_id();
-    let client = Client::connect(&app, identity, session, "websocket");
+async fn serve(app: Arc<AppState>, admission: Admission, socket: WebSocket) {
+    let client = Client::connect(&app, admission, "websocket");
     let (tx, mut rx) = socket.split();
     app.writers
         .spawn(writer::run(client.clone(), WsSink { tx }));
