@@ -87,6 +87,23 @@ impl Bus {
         }
     }
 
+    /// Publishes and, on NATS, waits until JetStream has stored it: for
+    /// entries that must survive (logs, signals).
+    pub async fn publish_stored(
+        &self,
+        subject: String,
+        payload: Bytes,
+        headers: Headers,
+    ) -> Result<(), BusError> {
+        match self {
+            Bus::Memory(b) => {
+                b.publish(subject, payload, headers);
+                Ok(())
+            }
+            Bus::Nats(b) => b.publish_stored(subject, payload, headers).await,
+        }
+    }
+
     pub async fn subscribe(&self, pattern: &str) -> Result<Subscription, BusError> {
         match self {
             Bus::Memory(b) => Ok(b.subscribe(pattern)),

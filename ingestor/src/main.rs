@@ -36,6 +36,16 @@ async fn main() -> anyhow::Result<()> {
         .context("connecting to NATS")?,
     );
     let scheme = SubjectScheme::new(cli.subject_prefix.clone());
+    // Streams first, so that what we publish is kept even before any
+    // gateway runs. Gateways make them too, so a failure is not fatal.
+    if let Bus::Nats(nats) = &bus {
+        if let Err(e) = nats
+            .ensure_streams(scheme.prefix(), &bus::StreamLimits::default())
+            .await
+        {
+            tracing::warn!(error = %e, "JetStream streams not ready; publishing anyway");
+        }
+    }
     let publisher = Publisher::new(bus.clone(), scheme.clone(), cli.account_or_default());
 
     println!(

@@ -129,9 +129,14 @@ impl Publisher {
         let json =
             serde_json::to_vec(payload).map_err(|source| PublishError::Encode { kind, source })?;
         let headers = self.headers(kind);
-        self.bus
-            .publish(subject, Bytes::from(json), headers)
-            .await?;
+        let payload = Bytes::from(json);
+        // Logs and signals must not be lost: wait for JetStream to store
+        // them. State is superseded within a second, so fire and forget.
+        if kind == Channel::Logs.name() || kind == Channel::Signals.name() {
+            self.bus.publish_stored(subject, payload, headers).await?;
+        } else {
+            self.bus.publish(subject, payload, headers).await?;
+        }
         Ok(())
     }
 
