@@ -7,7 +7,9 @@ use async_nats::connection::State;
 use async_nats::HeaderMap;
 use bytes::Bytes;
 use futures::StreamExt;
+use std::sync::Arc;
 use std::time::Duration;
+use tokio::sync::watch;
 
 #[derive(Debug, Clone)]
 pub struct NatsOptions {
@@ -20,12 +22,17 @@ pub struct NatsOptions {
 #[derive(Clone)]
 pub struct NatsBus {
     client: async_nats::Client,
+    /// Counts (re)connections, so readers can reopen what a server restart
+    /// broke (JetStream consumers) instead of waiting for it to time out.
+    connections: watch::Receiver<u64>,
 }
 
 impl NatsBus {
     /// Connects, waiting for the first server for at most `wait`; after that
     /// the client keeps retrying in the background on its own.
     pub async fn connect(opts: &NatsOptions) -> Result<Self, BusError> {
+        let (connected_tx, connections) = watch::channel(0u64);
+        let connected_tx = Arc::new(connected_tx);
         let client = async_nats::ConnectOptions::new()
             .name(&opts.name)
             .retry_on_initial_connect()
@@ -34,8 +41,14 @@ impl NatsBus {
             .reconnect_delay_callback(|attempt| {
                 Duration::from_millis((100 * attempt as u64).min(2_000))
             })
-            .event_callback(|event| async move {
-                tracing::info!(%event, "nats connection event");
+            .event_callback(move |event| {
+                let connected_tx = connected_tx.clone();
+                async move {
+                    if matches!(event, async_nats::Event::Connected) {
+                        connected_tx.send_modify(|n| *n += 1);
+                    }
+                    tracing::info!(%event, "nats connection event");
+                }
             })
             .connect(opts.url.as_str())
             .await
@@ -43,7 +56,15 @@ impl NatsBus {
                 url: opts.url.clone(),
                 reason: e.to_string(),
             })?;
-        Ok(NatsBus { client })
+        Ok(NatsBus {
+            client,
+            connections,
+        })
+    }
+
+    /// Changes every time the client (re)connects to a server.
+    pub fn connections(&self) -> watch::Receiver<u64> {
+        self.connections.clone()
     }
 
     pub fn client(&self) -> &async_nats::Client {

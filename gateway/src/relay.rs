@@ -56,7 +56,14 @@ impl Relay {
     /// after the last one read, so nothing is skipped.
     pub async fn run(mut self, shutdown: CancellationToken) {
         let mut retry = Duration::from_millis(200);
+        let mut reconnects = match &self.bus {
+            Bus::Nats(nats) => Some(nats.connections()),
+            Bus::Memory(_) => None,
+        };
         while !shutdown.is_cancelled() {
+            if let Some(r) = &mut reconnects {
+                r.borrow_and_update();
+            }
             let mut feed = match self.open_feed().await {
                 Ok(feed) => feed,
                 Err(e) => {
@@ -77,6 +84,10 @@ impl Relay {
                 let next_due = self.held.values().map(|(due, _)| *due).min();
                 tokio::select! {
                     _ = shutdown.cancelled() => return,
+                    _ = changed(&mut reconnects) => {
+                        tracing::info!("bus reconnected; reopening the feed");
+                        break;
+                    }
                     _ = sleep_until(next_due) => self.release_due(),
                     msg = feed.next() => match msg {
                         Some(msg) => self.handle(msg),
@@ -232,6 +243,16 @@ pub async fn history(
         .filter_map(|m| Frame::from_bus(channel, None, &m.payload, m.seq).ok())
         .map(Arc::new)
         .collect())
+}
+
+/// Resolves when the bus has reconnected (never for the memory bus).
+async fn changed(reconnects: &mut Option<tokio::sync::watch::Receiver<u64>>) {
+    let Some(r) = reconnects else {
+        return std::future::pending().await;
+    };
+    if r.changed().await.is_err() {
+        std::future::pending::<()>().await;
+    }
 }
 
 async fn sleep_until(due: Option<Instant>) {
