@@ -12,7 +12,16 @@ static HANDLE: OnceLock<Option<PrometheusHandle>> = OnceLock::new();
 pub fn install() -> Option<PrometheusHandle> {
     HANDLE
         .get_or_init(|| match PrometheusBuilder::new().install_recorder() {
-            Ok(handle) => Some(handle),
+            Ok(handle) => {
+                // Scrapers and dashboards see every series from the first
+                // scrape, not only after the first event of each kind.
+                ::metrics::gauge!("gateway_up").set(1.0);
+                for transport in ["socketio", "websocket"] {
+                    ::metrics::gauge!("gateway_clients", "transport" => transport).set(0.0);
+                }
+                ::metrics::counter!("gateway_bus_messages_total").absolute(0);
+                Some(handle)
+            }
             Err(e) => {
                 tracing::warn!(error = %e, "metrics recorder not installed");
                 None

@@ -141,7 +141,27 @@ impl FrameSink for SioSink {
     }
 
     async fn close(&mut self) {
+        // A polling client only sees what a later GET fetches, and closing
+        // forgets the queue: give its long poll a moment to carry the
+        // goodbye away (it returns as soon as a packet is queued).
+        if self.socket.transport_type() == socketioxide::TransportType::Polling {
+            let grace = tokio::time::sleep(POLLING_GOODBYE_GRACE);
+            tokio::pin!(grace);
+            tokio::select! {
+                _ = &mut grace => {}
+                _ = wait_closed(&self.socket) => return,
+            }
+        }
         let _ = self.socket.clone().disconnect();
+    }
+}
+
+/// How long a polling client is given to fetch its `disconnected`.
+const POLLING_GOODBYE_GRACE: std::time::Duration = std::time::Duration::from_millis(500);
+
+async fn wait_closed(socket: &SocketRef) {
+    while socket.connected() {
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
     }
 }
 
