@@ -30,6 +30,7 @@ pub mod rooms;
 pub mod session;
 pub mod socketio;
 pub mod state;
+pub mod tls;
 pub mod web;
 pub mod writer;
 pub mod ws;
@@ -39,6 +40,7 @@ use crate::config::Config;
 use crate::relay::Relay;
 use crate::session::SessionStore;
 use crate::state::AppState;
+use axum::serve::ListenerExt;
 use bus::{Bus, BusError, MemoryBus, NatsBus, NatsOptions};
 use socketioxide::SocketIo;
 use std::future::IntoFuture;
@@ -60,6 +62,8 @@ pub enum StartError {
     Bus(#[from] BusError),
     #[error(transparent)]
     Session(#[from] crate::session::SessionError),
+    #[error(transparent)]
+    Tls(#[from] crate::tls::TlsError),
     #[error("server error: {0}")]
     Serve(#[from] std::io::Error),
 }
@@ -84,6 +88,10 @@ pub async fn run(
 ) -> Result<(), StartError> {
     // Connections.
     let verifier = verifier(&config)?;
+    let tls = match (&config.tls_cert_file, &config.tls_key_file) {
+        (Some(cert), Some(key)) => Some(tls::acceptor(cert, key)?),
+        _ => None,
+    };
     let bus = connect_bus(&config).await?;
     let replica_id = config
         .replica_id
@@ -137,9 +145,22 @@ pub async fn run(
     );
     let drain_timeout = app.config.drain_timeout();
     let draining = drain(app.clone(), io, shutdown.clone(), drain_timeout);
-    let server = axum::serve(listener, router)
-        .with_graceful_shutdown(draining)
-        .into_future();
+    let server = async {
+        match tls {
+            Some(acceptor) => {
+                let listener = tls::TlsListener::new(listener, acceptor, shutdown.clone())?;
+                serve(listener, router, draining).await
+            }
+            None => {
+                // Frames are small and already coalesced per write: never
+                // let Nagle hold one back waiting for an ACK.
+                let listener = listener.tap_io(|tcp| {
+                    let _ = tcp.set_nodelay(true);
+                });
+                serve(listener, router, draining).await
+            }
+        }
+    };
     let overdue = async {
         shutdown.cancelled().await;
         tokio::time::sleep(drain_timeout + Duration::from_secs(1)).await;
@@ -152,6 +173,23 @@ pub async fn run(
     let _ = tokio::time::timeout(Duration::from_secs(2), tasks.wait()).await;
     tracing::info!("gateway stopped");
     Ok(())
+}
+
+/// Serves `router` on any listener (plain TCP or TLS) until `draining`
+/// completes.
+async fn serve<L>(
+    listener: L,
+    router: axum::Router,
+    draining: impl std::future::Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()>
+where
+    L: axum::serve::Listener,
+    L::Addr: std::fmt::Debug,
+{
+    axum::serve(listener, router)
+        .with_graceful_shutdown(draining)
+        .into_future()
+        .await
 }
 
 /// Waits for `shutdown`, then tells every client to go, waits (at most

@@ -46,14 +46,19 @@ async fn main() -> anyhow::Result<()> {
 /// Tells a person (and tests, which read stdout) where to connect.
 fn announce(config: &Config, addr: std::net::SocketAddr, demo_secret: bool) -> anyhow::Result<()> {
     let mut out = std::io::stdout().lock();
-    writeln!(out, "gateway listening on http://{addr}")?;
+    let (http, ws) = if config.tls_cert_file.is_some() {
+        ("https", "wss")
+    } else {
+        ("http", "ws")
+    };
+    writeln!(out, "gateway listening on {http}://{addr}")?;
     if demo_secret {
         let secret = config.jwt_secret.as_deref().unwrap_or_default();
         let token =
             Minter::from_secret(secret.as_bytes()).mint_for("demo", None, None, 24 * 3600)?;
         writeln!(out, "token: {token}")?;
-        writeln!(out, "dashboard: http://{addr}/#token={token}")?;
-        writeln!(out, "wscat: wscat -c \"ws://{addr}/?token={token}\"")?;
+        writeln!(out, "dashboard: {http}://{addr}/#token={token}")?;
+        writeln!(out, "wscat: wscat -c \"{ws}://{addr}/?token={token}\"")?;
     }
     out.flush()?;
     Ok(())

@@ -517,7 +517,7 @@ pub struct Gateway {
 
 impl Gateway {
     /// Runs the gateway with `env` (plus `--standalone` when asked) and waits
-    /// for its `gateway listening on http://…` line.
+    /// for its `gateway listening on http(s)://…` line.
     pub fn start(env: &[(&str, &str)], standalone: bool) -> Gateway {
         let dir = tempfile::Builder::new()
             .prefix("e2e-gateway-")
@@ -531,7 +531,7 @@ impl Gateway {
         }
         let log = dir.path().join("gateway.stderr.log");
         let mut proc = Proc::spawn("gateway", cmd, &log);
-        let Some(line) = proc.wait_stdout(START_TIMEOUT, |l| l.contains("listening on http://"))
+        let Some(line) = proc.wait_stdout(START_TIMEOUT, |l| l.contains("listening on http"))
         else {
             let status = proc.try_status();
             proc.kill();
@@ -542,7 +542,7 @@ impl Gateway {
             );
         };
         let addr: SocketAddr = line
-            .rsplit("http://")
+            .rsplit("://")
             .next()
             .and_then(|a| a.trim().trim_end_matches('/').parse().ok())
             .unwrap_or_else(|| panic!("cannot parse the address in {line:?}"));
