@@ -30,6 +30,7 @@ pub mod rooms;
 pub mod session;
 pub mod socketio;
 pub mod state;
+pub mod telemetry;
 pub mod tls;
 pub mod web;
 pub mod writer;
@@ -68,6 +69,11 @@ pub enum StartError {
     Serve(#[from] std::io::Error),
 }
 
+/// A replica name for when `REPLICA_ID` is not set.
+pub fn default_replica_id() -> String {
+    format!("gw-{}", &session::new_id()[..8])
+}
+
 /// Builds the token verifier the configuration asks for.
 pub fn verifier(config: &Config) -> Result<Verifier, KeyError> {
     let verifier = match (&config.jwt_public_key_file, &config.jwt_secret) {
@@ -93,10 +99,7 @@ pub async fn run(
         _ => None,
     };
     let bus = connect_bus(&config).await?;
-    let replica_id = config
-        .replica_id
-        .clone()
-        .unwrap_or_else(|| format!("gw-{}", &session::new_id()[..8]));
+    let replica_id = config.replica_id.clone().unwrap_or_else(default_replica_id);
     let sessions = match &config.redis_url {
         Some(url) => SessionStore::redis(url, &config.subject_prefix)?,
         None => SessionStore::memory(),

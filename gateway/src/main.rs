@@ -8,6 +8,7 @@
 use anyhow::Context;
 use gateway::auth::{random_secret, Minter};
 use gateway::config::{Cli, Command, Config, TokenArgs};
+use gateway::telemetry;
 use std::io::Write;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
@@ -20,7 +21,16 @@ async fn main() -> anyhow::Result<()> {
         println!("{}", mint(&config, &args)?);
         return Ok(());
     }
-    init_logging(&config.log_format);
+    let replica = config
+        .replica_id
+        .get_or_insert_with(gateway::default_replica_id)
+        .clone();
+    let telemetry = telemetry::init(
+        &config.log_format,
+        config.otel_endpoint.as_deref(),
+        "mt5-gateway",
+        &replica,
+    )?;
 
     if !config.standalone && config.nats_url.is_none() {
         anyhow::bail!(gateway::StartError::NoBus);
@@ -39,8 +49,9 @@ async fn main() -> anyhow::Result<()> {
 
     let shutdown = CancellationToken::new();
     tokio::spawn(cancel_on_signal(shutdown.clone()));
-    gateway::run(config, listener, shutdown).await?;
-    Ok(())
+    let result = gateway::run(config, listener, shutdown).await;
+    telemetry.shutdown();
+    Ok(result?)
 }
 
 /// Tells a person (and tests, which read stdout) where to connect.
@@ -76,19 +87,6 @@ fn mint(config: &Config, args: &TokenArgs) -> anyhow::Result<String> {
         args.channels.clone(),
         args.ttl,
     )?)
-}
-
-fn init_logging(format: &str) {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr);
-    if format == "json" {
-        builder.json().init();
-    } else {
-        builder.init();
-    }
 }
 
 async fn cancel_on_signal(shutdown: CancellationToken) {

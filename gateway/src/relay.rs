@@ -10,6 +10,7 @@ use crate::frame::Frame;
 use crate::metrics;
 use crate::rooms::Rooms;
 use crate::state::AppState;
+use crate::telemetry;
 use bus::{Bus, BusError, BusMessage, Start, StreamKind, StreamLimits, Subscription};
 use futures::StreamExt;
 use protocol::{Channel, Route, SubjectScheme};
@@ -136,6 +137,7 @@ impl Relay {
 
     fn handle(&mut self, msg: BusMessage) {
         metrics::bus_message_received();
+        let _span = telemetry::relay_span(&msg.subject, &msg.headers).entered();
         let Some(route) = self.scheme.parse(&msg.subject) else {
             metrics::bus_message_rejected("subject");
             tracing::debug!(subject = %msg.subject, "ignoring a subject outside the scheme");
