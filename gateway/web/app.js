@@ -14,6 +14,7 @@
   var CHANNELS = ['quotes', 'positions', 'orders', 'logs', 'signals', 'account'];
   var HEARTBEAT_MS = 5000;
   var STALE_MS = 20000;            // no frame for this long while a heartbeat is due: reconnect
+  var HELLO_MS = 15000;            // no `connected` this long after opening a socket: try again
   var BACKOFF_BASE_MS = 500;
   var BACKOFF_CAP_MS = 10000;
   var STATUS_POLL_MS = 5000;
@@ -46,10 +47,11 @@
   var otherErrorCode = null;       // any other error code received before `connected`
   var heartbeatTimer = 0;
   var retryTimer = 0;
+  var helloTimer = 0;
   var lastFrameAt = 0;
   var statusTimer = 0;
   var statusKey = '';
-  var statusInFlight = false;
+  var statusGen = 0;               // answers of older polls are ignored
 
   var quotes = Object.create(null);       // symbol -> {symbol,bid,ask,spread,timestamp,digits,dir}
   var dirtyQuotes = new Set();
@@ -79,6 +81,8 @@
 
   var connDirty = true;
   var rafId = 0;
+  var renderCount = 0;             // DOM passes so far (for the test hook)
+  var quoteCount = 0;              // quote events received so far
 
   // ---------------------------------------------------------------- DOM
   function $(id) { return document.getElementById(id); }
@@ -335,6 +339,14 @@
       return;
     }
     ws = sock;
+    // A proxy that accepts the socket but never passes `connected` on (or a
+    // handshake that hangs) must not leave the page waiting forever.
+    clearTimeout(helloTimer);
+    helloTimer = setTimeout(function () {
+      if (id !== wsSeq || everConnected) return;
+      stopSocket();
+      scheduleReconnect('No answer from server');
+    }, HELLO_MS);
     sock.onopen = function () {
       if (id !== wsSeq) return;
       lastFrameAt = Date.now();
@@ -415,6 +427,7 @@
       scheduleReconnect('Connection failed' + (code ? ' (' + code + ')' : ''));
       return;
     }
+    pollStatus();                  // the replica may be gone: don't leave its status up
     var d = pendingDisconnect;
     if (d && d.reconnect === false) {
       conn.attempt = 0;
@@ -517,8 +530,9 @@
     setConn('live', conn.resumed ? 'session resumed' : '');
     send('subscribe', { channels: CHANNELS.slice() });
     startHeartbeat();
-    // Poll /api/status once the token is known good (keeps polling while reconnecting).
-    if (!statusTimer) startStatusPoll();
+    // Poll /api/status now that the token is known good (and this may be
+    // another replica than before); it keeps polling while reconnecting.
+    startStatusPoll();
     if (requested && !conn.resumed) toast('info', 'Reconnected with a new session; some log entries may be missing.');
   }
 
@@ -550,6 +564,7 @@
 
   function onQuote(d) {
     if (!d || typeof d !== 'object' || typeof d.symbol !== 'string') return;
+    quoteCount++;
     var q = quotes[d.symbol];
     if (!q) {
       q = quotes[d.symbol] = { symbol: d.symbol, bid: null, ask: null, spread: null, timestamp: null, digits: 0, dir: 0, rendered: false };
@@ -630,6 +645,7 @@
 
   function render() {
     rafId = 0;
+    renderCount++;
     if (connDirty) renderConn();
     if (dirtyQuotes.size) renderQuotes();
     if (positionsDirty) renderPositions();
@@ -683,7 +699,11 @@
     tr.dataset.symbol = sym;
     var th = h('th', 'symbol', sym);
     th.scope = 'row';
-    r = { tr: tr, bid: h('td', 'num bid'), ask: h('td', 'num ask'), spread: h('td', 'num spread'), time: h('td', 'num time'), flip: false, shown: {} };
+    r = {
+      tr: tr, bid: h('td', 'num bid'), ask: h('td', 'num ask'), spread: h('td', 'num spread'), time: h('td', 'num time'),
+      timeMain: document.createTextNode(''), timeMs: h('span', 'ms'), flip: false, shown: {}
+    };
+    r.time.append(r.timeMain, r.timeMs);   // the milliseconds are hidden on narrow screens
     tr.append(th, r.bid, r.ask, r.spread, r.time);
     // Insert in symbol order.
     var i = 0;
@@ -716,7 +736,12 @@
       var spread = q.spread === null || q.spread === undefined ? '—' : String(q.spread);
       if (r.shown.spread !== spread) { r.spread.textContent = spread; r.shown.spread = spread; }
       var t = fmtClock(q.timestamp, true);
-      if (r.shown.time !== t) { r.time.textContent = t; r.shown.time = t; }
+      if (r.shown.time !== t) {
+        var ms = /^\d\d:\d\d:\d\d(\.\d+)$/.exec(t);
+        r.timeMain.data = ms ? t.slice(0, 8) : t;
+        setText(r.timeMs, ms ? ms[1] : '');
+        r.shown.time = t;
+      }
     });
     dirtyQuotes.clear();
     el.quotesEmpty.hidden = quoteSymbols.length > 0;
@@ -801,6 +826,11 @@
     el.positionsTotal.dataset.value = String(total);
     el.positionsEmpty.hidden = n > 0;
     setText(el.positionsMeta, n ? n + ' open' : '');
+    // The sum again in the panel header: the table's last columns are off
+    // screen on a phone.
+    setText(el.positionsPl, any ? 'P/L ' + fmtSigned(total) : '');
+    setSign(el.positionsPl, total);
+    el.positionsPl.hidden = !any;
   }
 
   var orderRows = new Map();
@@ -842,7 +872,11 @@
       // MT5 reports 0 when no margin is used: nothing to warn about.
       setText(el.acc.marginLevel, isNum(ml) ? '—' : str(ml) || '—');
     }
-    if (el.acc.marginLevel.dataset.state !== mlState) el.acc.marginLevel.dataset.state = mlState;
+    if (el.acc.marginLevel.dataset.state !== mlState) {
+      el.acc.marginLevel.dataset.state = mlState;
+      el.acc.marginLevel.title = mlState === 'danger' ? 'Margin level under ' + MARGIN_DANGER + ' %'
+        : mlState === 'warning' ? 'Margin level under ' + MARGIN_WARN + ' %' : '';
+    }
     setText(el.accCurrency, str(a.currency));
   }
 
@@ -1087,17 +1121,16 @@
   }
 
   function pollStatus() {
-    if (!token || statusInFlight) return;
-    if (document.hidden) return;
-    statusInFlight = true;
+    if (!token || document.hidden) return;
+    var gen = ++statusGen;
     fetchStatus(token, 4000).then(function (r) {
-      statusInFlight = false;
+      if (gen !== statusGen) return;   // a newer poll is under way, or polling stopped
       renderStatus(r.status >= 200 && r.status < 300 ? r.body : null);
     });
   }
 
   function startStatusPoll() {
-    stopStatusPoll();
+    if (statusTimer) clearInterval(statusTimer);
     pollStatus();
     statusTimer = setInterval(pollStatus, STATUS_POLL_MS);
   }
@@ -1105,6 +1138,7 @@
   function stopStatusPoll() {
     if (statusTimer) clearInterval(statusTimer);
     statusTimer = 0;
+    statusGen++;
     renderStatus(null);
   }
 
@@ -1136,7 +1170,9 @@
         signalsCount: signals.length,
         lastSignalSeq: lastSignalSeq,
         session: conn.session,
-        resumed: conn.resumed
+        resumed: conn.resumed,
+        renders: renderCount,
+        quoteEvents: quoteCount
       };
     }
   });
@@ -1165,6 +1201,7 @@
     el.positionsTotal = $('positions-total');
     el.positionsEmpty = $('positions-empty');
     el.positionsMeta = $('positions-meta');
+    el.positionsPl = $('positions-pl');
     el.ordersBody = $('orders').tBodies[0];
     el.ordersEmpty = $('orders-empty');
     el.ordersMeta = $('orders-meta');

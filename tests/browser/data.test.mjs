@@ -1,35 +1,12 @@
-// Positions, orders, account, logs and signals as the page shows them equal
-// what a socket.io-client (Node, same token, all channels) receives at the
-// same time from the same gateway.
+// Quotes, positions, orders, account, logs and signals as the page shows them
+// equal what a socket.io-client (Node, same token, all channels) receives at
+// the same time from the same gateway.
 
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { io } from 'socket.io-client';
 import {
-  CHANNELS, fmtMoney, fmtSigned, openBrowser, openLive, startGateway, waitFor, withDiagnostics, T_LONG,
+  fmtMoney, fmtSigned, openBrowser, openLive, pageLogSeqs, startGateway, waitFor, watcher, withDiagnostics, T_LONG,
 } from './helpers.mjs';
-
-/** A socket.io client that keeps the latest (and the previous) value of each state channel. */
-function watcher(url, token) {
-  const w = {
-    positions: [], orders: [], account: [],   // newest last; at most 2 kept
-    logSeqs: [], signalUuids: [],
-    errors: [],
-    connected: null,
-  };
-  const push = (arr, v) => { arr.push(v); if (arr.length > 2) arr.shift(); };
-  const sock = io(url, { auth: { token }, transports: ['websocket'], reconnection: false, timeout: T_LONG });
-  sock.on('connected', (d) => { w.connected = d; sock.emit('subscribe', { channels: CHANNELS }); });
-  sock.on('positions_update', (d) => push(w.positions, d));
-  sock.on('orders_update', (d) => push(w.orders, d));
-  sock.on('account_update', (d) => push(w.account, d));
-  sock.on('logs_update', (d) => { if (typeof d.seq === 'number') w.logSeqs.push(d.seq); });
-  sock.on('signals_update', (d) => { if (d.uuid) w.signalUuids.push(d.uuid); });
-  sock.on('error', (d) => w.errors.push(d));
-  sock.on('connect_error', (e) => w.errors.push({ connect_error: e.message }));
-  w.close = () => sock.close();
-  return w;
-}
 
 const pageRows = (page, table, cellClass) => page.$$eval(`#${table} tbody tr[data-ticket]`, (trs, cls) => trs.map((tr) => ({
   ticket: tr.dataset.ticket,
@@ -37,9 +14,9 @@ const pageRows = (page, table, cellClass) => page.$$eval(`#${table} tbody tr[dat
 })), cellClass);
 
 /**
- * Retry until `read()` (the page) equals `expect(v)` for the latest value
- * received by the socket.io client, or the one before it (one update of
- * difference between two independent connections is allowed).
+ * Retry until `read()` (the page) equals `expect(v)` for one of the last
+ * values received by the socket.io client (the two are independent
+ * connections: one may be an update ahead of the other).
  */
 async function converge(label, read, values, expect) {
   let last = null;
@@ -48,25 +25,50 @@ async function converge(label, read, values, expect) {
     const candidates = values().slice().reverse().map(expect);
     last = { shown, candidates };
     return candidates.some((c) => JSON.stringify(c) === JSON.stringify(shown));
-  }, { timeout: T_LONG, interval: 150, message: `${label} on the page to match the socket.io client: ${JSON.stringify(last)}` })
+  }, { timeout: T_LONG, interval: 150, message: `${label} on the page to match the socket.io client` })
     .catch((e) => { e.message += `\nlast: ${JSON.stringify(last, null, 1)}`; throw e; });
   return last;
 }
 
-test('positions, orders, account, logs and signals match a socket.io client', async (t) => {
-  const gw = await startGateway();
+const pct = (c) => `${Math.round(c * 1000) / 10}%`;
+
+/** Retry `check` (which throws while it does not hold) until it passes. */
+async function eventually(label, check) {
+  let last = null;
+  await waitFor(async () => {
+    try { await check(); return true; } catch (e) { last = e; return false; }
+  }, { timeout: T_LONG, interval: 150, message: label }).catch((e) => { if (last) e.message += `\n${last.message}`; throw e; });
+}
+
+test('quotes, positions, orders, account, logs and signals match a socket.io client', async (t) => {
+  const gw = await startGateway({ env: { SIM_SIGNALS_PER_SEC: '4' } });
   t.after(() => gw.stop());
+  const w = watcher(gw.url, gw.token, { keep: 6 });
+  t.after(() => w.close());
   const b = await openBrowser();
   t.after(() => b.close());
-  const { page } = b;
-  const w = watcher(gw.url, gw.token);
-  t.after(() => w.close());
+  const { page, problems } = b;
 
   await withDiagnostics('data', page, [gw], async () => {
-    await openLive(page, gw);
     await waitFor(() => w.connected && w.positions.length && w.orders.length && w.account.length,
       { message: 'the socket.io client to receive positions, orders and account' });
+    await openLive(page, gw);
     assert.deepEqual(w.errors, []);
+
+    // Quotes: every row's bid, ask and spread are one of the last values the
+    // client got for that symbol (prices compared as numbers; the page pads
+    // to the symbol's digits).
+    await waitFor(async () => {
+      const rows = await page.$$eval('#quotes tbody tr[data-symbol]', (trs) => trs.map((tr) => ({
+        symbol: tr.dataset.symbol,
+        bid: Number(tr.querySelector('.bid').textContent),
+        ask: Number(tr.querySelector('.ask').textContent),
+        spread: tr.querySelector('.spread').textContent,
+      })));
+      const symbols = Object.keys(w.quotes);
+      if (rows.length !== symbols.length || rows.length < 2) return false;
+      return rows.every((r) => (w.quotes[r.symbol] || []).some((q) => q.bid === r.bid && q.ask === r.ask && String(q.spread) === r.spread));
+    }, { timeout: T_LONG, message: 'every quote row to show a price the socket.io client received' });
 
     // Positions: tickets in order and the displayed profit of each.
     const pos = await converge('positions', () => pageRows(page, 'positions', 'profit'), () => w.positions,
@@ -74,76 +76,139 @@ test('positions, orders, account, logs and signals match a socket.io client', as
     assert.ok(pos.shown.length > 0, 'the simulator has open positions');
     for (const r of pos.shown) assert.match(r.text, /^[+-]?\d{1,3}(,\d{3})*\.\d\d$/);
 
-    // The total row is the sum of the profits shown.
+    // The total row and the header are the sum of the profits shown.
     await converge('positions total', async () => {
-      const [rows, total] = await Promise.all([
+      const [rows, total, header] = await Promise.all([
         pageRows(page, 'positions', 'profit'),
         page.textContent('#positions-total'),
+        page.textContent('#positions-pl'),
       ]);
-      return { rows, total };
-    }, () => w.positions, (list) => ({
-      rows: list.map((p) => ({ ticket: String(p.ticket), text: fmtSigned(p.profit) })),
-      total: fmtSigned(list.reduce((s, p) => s + p.profit, 0)),
-    }));
+      return { rows, total, header };
+    }, () => w.positions, (list) => {
+      const sum = list.reduce((s, p) => s + p.profit, 0);
+      return {
+        rows: list.map((p) => ({ ticket: String(p.ticket), text: fmtSigned(p.profit) })),
+        total: fmtSigned(sum),
+        header: `P/L ${fmtSigned(sum)}`,
+      };
+    });
 
-    // The other columns of one position, as displayed.
-    const detail = await converge('a position row', () => page.$$eval('#positions tbody tr[data-ticket]', (trs) => trs.map((tr) => ({
-      ticket: tr.dataset.ticket,
-      symbol: tr.querySelector('.symbol').textContent,
-      type: tr.querySelector('.type').textContent,
-      volume: Number(tr.querySelector('.volume').textContent),
-      open: Number(tr.querySelector('.price-open').textContent),
-    }))), () => w.positions, (list) => list.map((p) => ({
-      ticket: String(p.ticket), symbol: p.symbol, type: p.type, volume: p.volume, open: p.price_open,
+    // Every column of the positions, as displayed.
+    const detail = await converge('position rows', () => page.$$eval('#positions tbody tr[data-ticket]', (trs) => trs.map((tr) => {
+      const c = (cls) => tr.querySelector(`.${cls}`).textContent;
+      const n = (cls) => (c(cls) === '—' ? 0 : Number(c(cls)));   // no S/L or T/P: a dash
+      return {
+        ticket: tr.dataset.ticket, symbol: c('symbol'), type: c('type'), volume: n('volume'),
+        open: n('price-open'), current: n('price-current'), sl: n('sl'), tp: n('tp'),
+        swap: c('swap'), commission: c('commission'), comment: c('comment'),
+      };
+    })), () => w.positions, (list) => list.map((p) => ({
+      ticket: String(p.ticket), symbol: p.symbol, type: p.type, volume: p.volume,
+      open: p.price_open, current: p.price_current, sl: p.sl, tp: p.tp,
+      swap: fmtMoney(p.swap), commission: fmtMoney(p.commission), comment: p.comment,
     })));
     assert.ok(detail.shown.length > 0);
 
-    // Orders: tickets in order, symbol and type.
-    await converge('orders', () => page.$$eval('#orders tbody tr[data-ticket]', (trs) => trs.map((tr) => ({
-      ticket: tr.dataset.ticket,
-      symbol: tr.querySelector('.symbol').textContent,
-      type: tr.querySelector('.type').textContent,
-    }))), () => w.orders, (list) => list.map((o) => ({ ticket: String(o.ticket), symbol: o.symbol, type: o.type })));
+    // Orders: every column.
+    await converge('orders', () => page.$$eval('#orders tbody tr[data-ticket]', (trs) => trs.map((tr) => {
+      const c = (cls) => tr.querySelector(`.${cls}`).textContent;
+      const n = (cls) => (c(cls) === '—' ? 0 : Number(c(cls)));
+      return {
+        ticket: tr.dataset.ticket, symbol: c('symbol'), type: c('type'), volume: n('volume'),
+        price: n('price-open'), sl: n('sl'), tp: n('tp'), state: c('state'), comment: c('comment'),
+      };
+    })), () => w.orders, (list) => list.map((o) => ({
+      ticket: String(o.ticket), symbol: o.symbol, type: o.type, volume: o.volume,
+      price: o.price_open, sl: o.sl, tp: o.tp, state: o.state, comment: o.comment,
+    })));
 
-    // Account: balance and equity (and the rest) as displayed.
+    // Account: every figure as displayed, margin level included.
+    const money = new Intl.NumberFormat('en-US', { minimumFractionDigits: 2, maximumFractionDigits: 2 });
     await converge('account', () => page.$eval('#account', (dl) => ({
       balance: dl.querySelector('.balance').textContent,
       equity: dl.querySelector('.equity').textContent,
       margin: dl.querySelector('.margin').textContent,
       free_margin: dl.querySelector('.free-margin').textContent,
+      margin_level: dl.querySelector('.margin-level').textContent,
       profit: dl.querySelector('.profit').textContent,
+      currency: document.querySelector('#account-currency').textContent,
     })), () => w.account, (a) => ({
       balance: fmtMoney(a.balance),
       equity: fmtMoney(a.equity),
       margin: fmtMoney(a.margin),
       free_margin: fmtMoney(a.free_margin),
+      margin_level: a.margin > 0 && a.margin_level > 0 ? `${money.format(a.margin_level)} %` : '—',
       profit: fmtSigned(a.profit),
+      currency: a.currency,
     }));
-    const ml = await page.textContent('#account .margin-level');
-    assert.match(ml, /^(\d{1,3}(,\d{3})*\.\d\d %|—)$/, `margin level: ${ml}`);
 
-    // Logs: an entry the socket.io client received (after the page went live) is on the page.
-    const seqFrom = w.logSeqs.length;
-    const [seq] = await waitFor(() => w.logSeqs.length > seqFrom && w.logSeqs.slice(-1),
+    // Logs: an entry the socket.io client received after the page went live
+    // is on the page, with the same level, module and message.
+    const from = w.logs.length;
+    const entry = await waitFor(() => w.logs.length > from && w.logs[w.logs.length - 1],
       { message: 'a log entry on the socket.io client' });
-    await page.waitForSelector(`#logs li[data-seq="${seq}"]`, { state: 'attached', timeout: T_LONG });
-    const logText = await page.textContent(`#logs li[data-seq="${seq}"]`);
-    assert.ok(logText.trim().length > 0);
+    const li = `#logs li[data-seq="${entry.seq}"]`;
+    await page.waitForSelector(li, { state: 'attached', timeout: T_LONG });
+    assert.deepEqual(await page.$eval(li, (n) => ({
+      level: n.querySelector('.level').textContent,
+      module: n.querySelector('.module').textContent,
+      message: n.querySelector('.message').textContent,
+    })), { level: entry.level, module: entry.module, message: entry.message });
 
-    // Signals: same, by uuid.
-    const uuidFrom = w.signalUuids.length;
-    const uuid = await waitFor(() => w.signalUuids.length > uuidFrom && w.signalUuids[w.signalUuids.length - 1],
-      { timeout: 60_000, message: 'a signal on the socket.io client' });
-    await page.waitForSelector(`#signals li[data-uuid="${uuid}"]`, { state: 'attached', timeout: T_LONG });
+    // Signals: same, by uuid, with the validators' verdicts and confidences.
+    const sigFrom = w.signalOrder.length;
+    const uuid = await waitFor(() => w.signalOrder.length > sigFrom && w.signalOrder[w.signalOrder.length - 1],
+      { message: 'a signal on the socket.io client' });
+    const sli = `#signals li[data-uuid="${uuid}"]`;
+    await page.waitForSelector(sli, { state: 'attached', timeout: T_LONG });
+    await eventually('the signal on the page', async () => {
+      const sig = w.signals.get(uuid);
+      const shown = await page.$eval(sli, (n) => ({
+        symbol: n.querySelector('.sig-symbol').textContent,
+        side: n.querySelector('.sig-side').textContent,
+        status: n.querySelector('.status').textContent,
+        source: n.querySelector('.sig-source').textContent,
+        confidence: n.querySelector('.sig-confidence').textContent,
+        validators: [...n.querySelectorAll('.validator')].map((v) => ({
+          name: v.querySelector('.v-name').textContent,
+          type: v.querySelector('.v-type').textContent,
+          approved: v.dataset.approved === 'true',
+          verdict: v.querySelector('.verdict').textContent,
+          confidence: v.querySelector('.v-confidence').textContent,
+          reason: v.querySelector('.v-reason').textContent,
+        })),
+      }));
+      assert.deepEqual(shown, {
+        symbol: sig.symbol,
+        side: sig.side.toUpperCase(),
+        status: sig.status,
+        source: sig.source,
+        confidence: pct(sig.confidence),
+        validators: sig.validators.map((v) => ({
+          name: v.name, type: v.type, approved: v.approved, verdict: v.approved ? '✓' : '✗',
+          confidence: pct(v.confidence), reason: v.reason,
+        })),
+      });
+      assert.ok(sig.validators.length > 0, 'the simulator sends validators');
+    });
 
-    // Every log seq the page shows is one the socket.io client also saw (no invented entries),
-    // for the range both were connected.
-    const pageSeqs = await page.$$eval('#logs li[data-seq]', (lis) => lis.map((li) => Number(li.dataset.seq)));
-    const seen = new Set(w.logSeqs);
-    const lo = Math.min(...w.logSeqs);
-    const hi = Math.max(...w.logSeqs);
-    const stray = pageSeqs.filter((s) => s >= lo && s <= hi && !seen.has(s));
-    assert.deepEqual(stray, [], 'log seqs on the page that the socket.io client never received');
+    // Every log seq the page shows is one the socket.io client also saw (no
+    // invented entries) for the range both were connected, and none twice.
+    const pageSeqs = await pageLogSeqs(page);
+    const clientSeqs = w.logSeqs();
+    const seen = new Set(clientSeqs);
+    const lo = Math.min(...clientSeqs);
+    const hi = Math.max(...clientSeqs);
+    assert.deepEqual(pageSeqs.filter((s) => s >= lo && s <= hi && !seen.has(s)), [],
+      'log seqs on the page that the socket.io client never received');
+    assert.equal(new Set(pageSeqs).size, pageSeqs.length, 'a log entry shown twice');
+    // ... and the page has every entry the client got since the page's oldest.
+    const pageSet = new Set(pageSeqs);
+    const newest = Math.max(...pageSeqs);
+    const missing = clientSeqs.filter((s) => s >= Math.min(...pageSeqs) && s <= newest && !pageSet.has(s));
+    assert.deepEqual(missing, [], 'log entries the page missed');
+
     assert.deepEqual(w.errors, []);
+    assert.deepEqual(problems, [], `console errors/warnings or page errors:\n${problems.join('\n')}`);
   });
 });

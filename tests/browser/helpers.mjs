@@ -11,6 +11,7 @@ import { tmpdir } from 'node:os';
 import { dirname, isAbsolute, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { chromium } from 'playwright-core';
+import { io } from 'socket.io-client';
 
 export const HERE = dirname(fileURLToPath(import.meta.url));
 export const REPO_ROOT = resolve(HERE, '..', '..');
@@ -163,6 +164,11 @@ export async function startGateway(opts = {}) {
     proc,
     exited: () => exited,
     output: () => tail.join('\n'),
+    /** SIGKILL (a crash): no drain, no goodbye. Resolves when the process is gone. */
+    kill() {
+      if (!stopping) stopping = killProc(proc, exitP, 'SIGKILL', 5000);
+      return stopping;
+    },
     /** SIGTERM (drain), wait for exit; SIGKILL after `graceMs`. Idempotent. */
     stop(graceMs = 15_000) {
       if (!stopping) stopping = killProc(proc, exitP, 'SIGTERM', graceMs);
@@ -254,8 +260,31 @@ export async function openBrowser({ viewport = { width: 1366, height: 800 } } = 
 export async function screenshot(page, name, opts = {}) {
   mkdirSync(ARTIFACTS, { recursive: true });
   const path = join(ARTIFACTS, name.endsWith('.png') ? name : `${name}.png`);
-  await page.screenshot({ path, ...opts });
+  if (opts.fullPage) {
+    // Log rows use `content-visibility: auto`: rows outside the viewport are
+    // not painted until scrolled to, which a full-page capture never does.
+    const style = await page.addStyleTag({ content: '.logs li { content-visibility: visible !important; }' });
+    try {
+      await page.screenshot({ path, ...opts });
+    } finally {
+      await style.evaluate((n) => n.remove()).catch(() => {});
+    }
+  } else {
+    await page.screenshot({ path, ...opts });
+  }
   return path;
+}
+
+// What Chromium itself logs while the gateway is down (a refused WebSocket,
+// a refused fetch of /api/status): network noise, not page errors.
+const NETWORK_NOISE = [
+  /^console\.error: WebSocket connection to 'ws:\/\/127\.0\.0\.1:\d+\/ws\?[^']*' failed: /,
+  /^console\.error: Failed to load resource: net::ERR_CONNECTION_(REFUSED|RESET|CLOSED)/,
+];
+
+/** `problems` without the messages Chromium logs for refused connections. */
+export function withoutNetworkNoise(problems) {
+  return problems.filter((p) => !NETWORK_NOISE.some((re) => re.test(p)));
 }
 
 /**
@@ -314,3 +343,52 @@ const money = new Intl.NumberFormat('en-US', { minimumFractionDigits: 2, maximum
 const cents = (n) => Math.round(n * 100) / 100 + 0;
 export const fmtMoney = (n) => money.format(cents(n));
 export const fmtSigned = (n) => { const c = cents(n); return (c > 0 ? '+' : '') + money.format(c); };
+
+/** GET /api/status with the token. */
+export async function apiStatus(gw, token = gw.token) {
+  const res = await fetch(`${gw.url}/api/status`, { headers: { Authorization: `Bearer ${token}` } });
+  if (res.status !== 200) throw new Error(`/api/status: HTTP ${res.status}`);
+  return res.json();
+}
+
+// ------------------------------------------------------------------ reference client
+
+/**
+ * A socket.io-client (Node, websocket transport) subscribed to every channel,
+ * the reference the page is compared with. Keeps the latest values of the
+ * state channels (`keep` of each, newest last), every quote per symbol (last
+ * `keep`), and every log entry and signal received.
+ */
+export function watcher(url, token, { keep = 4 } = {}) {
+  const w = {
+    positions: [], orders: [], account: [],
+    quotes: {},                  // symbol -> last `keep` quotes
+    logs: [],                    // every log entry, in arrival order
+    signals: new Map(),          // uuid -> latest signal
+    signalOrder: [],             // uuids in arrival order
+    errors: [],
+    connected: null,
+  };
+  const push = (arr, v) => { arr.push(v); if (arr.length > keep) arr.shift(); };
+  const sock = io(url, { auth: { token }, transports: ['websocket'], reconnection: false, timeout: T_LONG });
+  sock.on('connected', (d) => { w.connected = d; sock.emit('subscribe', { channels: CHANNELS }); });
+  sock.on('quotes', (q) => push(w.quotes[q.symbol] || (w.quotes[q.symbol] = []), q));
+  sock.on('positions_update', (d) => push(w.positions, d));
+  sock.on('orders_update', (d) => push(w.orders, d));
+  sock.on('account_update', (d) => push(w.account, d));
+  sock.on('logs_update', (d) => w.logs.push(d));
+  sock.on('signals_update', (d) => {
+    if (!w.signals.has(d.uuid)) w.signalOrder.push(d.uuid);
+    w.signals.set(d.uuid, d);
+  });
+  sock.on('error', (d) => w.errors.push(d));
+  sock.on('connect_error', (e) => w.errors.push({ connect_error: e.message }));
+  w.logSeqs = () => w.logs.map((l) => l.seq);
+  w.close = () => sock.close();
+  return w;
+}
+
+/** The `seq` of every log row on the page (DOM order: newest first). */
+export function pageLogSeqs(page) {
+  return page.$$eval('#logs li[data-seq]', (lis) => lis.map((li) => Number(li.dataset.seq)));
+}

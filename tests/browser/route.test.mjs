@@ -1,0 +1,145 @@
+// The page's WebSocket goes through a Playwright route (a proxy in the test)
+// to the real gateway, so the test can cut the connection, refuse a reconnect
+// attempt or rewrite a frame.
+
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import {
+  openBrowser, openLive, pageLogSeqs, startGateway, waitFor, watcher, withDiagnostics, T_LONG,
+} from './helpers.mjs';
+
+const isWs = (url) => url.pathname === '/ws';
+
+test('a dropped connection resumes its session: no log entry or signal is missed or shown twice', async (t) => {
+  const gw = await startGateway({ env: { SIM_LOGS_PER_SEC: '20', SIM_SIGNALS_PER_SEC: '4' } });
+  t.after(() => gw.stop());
+  const w = watcher(gw.url, gw.token);
+  t.after(() => w.close());
+  const b = await openBrowser();
+  t.after(() => b.close());
+  const { page, problems } = b;
+
+  const conns = [];
+  let refuse = 0;
+  await page.routeWebSocket(isWs, (ws) => {
+    if (refuse > 0) {          // an outage: the attempt fails
+      refuse--;
+      ws.close({ code: 1011, reason: 'test outage' });
+      return;
+    }
+    conns.push({ url: new URL(ws.url()), ws, server: ws.connectToServer() });
+  });
+
+  await withDiagnostics('resume', page, [gw], async () => {
+    await waitFor(() => w.connected && w.logs.length > 0, { message: 'the socket.io client to receive logs' });
+    await openLive(page, gw);
+    const sigFrom = w.signalOrder.length;   // signals from here on must all reach the page
+    await page.waitForFunction(() => document.querySelectorAll('#logs li[data-seq]').length >= 10, null, { timeout: T_LONG });
+    const before = await page.evaluate(() => window.__dashboard.state());
+    assert.ok(before.session);
+    assert.equal(conns.length, 1);
+    assert.equal(conns[0].url.searchParams.get('session'), null, 'a fresh page does not ask for a session');
+
+    // Cut the connection, and let the first reconnect attempt fail too.
+    refuse = 1;
+    const logsAtDrop = w.logs.length;
+    await conns[0].ws.close({ code: 4000, reason: 'test drop' });
+    await page.waitForSelector('#conn-state[data-state="reconnecting"]', { timeout: T_LONG });
+    await waitFor(() => refuse === 0, { message: 'a reconnect attempt (refused)' });
+    await page.waitForSelector('#conn-state[data-state="live"]', { timeout: T_LONG });
+    assert.ok(w.logs.length - logsAtDrop >= 3, `entries were produced during the outage (${w.logs.length - logsAtDrop})`);
+
+    // The page asked for its session back and got it.
+    assert.equal(conns.length, 2);
+    assert.equal(conns[1].url.searchParams.get('session'), before.session);
+    const after = await page.evaluate(() => window.__dashboard.state());
+    assert.equal(after.session, before.session);
+    assert.equal(after.resumed, true);
+    assert.equal(await page.textContent('#conn-detail'), 'session resumed');
+
+    // Wait until the page is past what the client had a moment after the resume.
+    const target = w.logs[w.logs.length - 1].seq;
+    await page.waitForFunction((s) => [...document.querySelectorAll('#logs li[data-seq]')].some((li) => Number(li.dataset.seq) >= s),
+      target, { timeout: T_LONG });
+    const pageSeqs = await pageLogSeqs(page);
+    const pageSet = new Set(pageSeqs);
+    assert.equal(pageSet.size, pageSeqs.length, 'a log entry shown twice');
+    const lo = Math.min(...pageSeqs);
+    const missing = w.logSeqs().filter((s) => s >= lo && s <= target && !pageSet.has(s));
+    assert.deepEqual(missing, [], 'log entries the page missed across the reconnect');
+    const clientSet = new Set(w.logSeqs());
+    const clientHi = Math.max(...clientSet);
+    assert.deepEqual(pageSeqs.filter((s) => s <= clientHi && !clientSet.has(s)), [], 'log entries the client never got');
+
+    // Signals: every one the client got since the page went live is on the page, once.
+    const wanted = w.signalOrder.slice(sigFrom);
+    assert.ok(wanted.length > 0, 'signals were sent');
+    await page.waitForFunction((uuids) => uuids.every((u) => document.querySelector(`#signals li[data-uuid="${u}"]`)), wanted, { timeout: T_LONG })
+      .catch(async (e) => {
+        const shown = await page.$$eval('#signals li[data-uuid]', (lis) => lis.map((li) => li.dataset.uuid));
+        e.message += `\nmissing: ${JSON.stringify(wanted.filter((u) => !shown.includes(u)))}`;
+        throw e;
+      });
+    const uuids = await page.$$eval('#signals li[data-uuid]', (lis) => lis.map((li) => li.dataset.uuid));
+    assert.equal(new Set(uuids).size, uuids.length, 'a signal shown twice');
+
+    assert.deepEqual(w.errors, []);
+    assert.deepEqual(problems, [], `console errors/warnings or page errors:\n${problems.join('\n')}`);
+  });
+});
+
+test('margin level: warning colour under 200 %, danger under 100 %', async (t) => {
+  const gw = await startGateway();
+  t.after(() => gw.stop());
+  const b = await openBrowser();
+  t.after(() => b.close());
+  const { page, problems } = b;
+
+  // Rewrite the margin level of the account updates on their way to the page.
+  let forced = null;
+  await page.routeWebSocket(isWs, (ws) => {
+    const server = ws.connectToServer();
+    server.onMessage((m) => {
+      if (forced !== null) {
+        const f = JSON.parse(String(m));
+        if (f.event === 'account_update') {
+          f.data.margin_level = forced;
+          m = JSON.stringify(f);
+        }
+      }
+      ws.send(m);
+    });
+  });
+
+  const level = () => page.$eval('#account .margin-level', (dd) => ({
+    text: dd.textContent, state: dd.dataset.state, color: getComputedStyle(dd).color,
+  }));
+
+  await withDiagnostics('margin-level', page, [gw], async () => {
+    await openLive(page, gw);
+    // The theme's colours, resolved the way the browser computes them.
+    const colors = await page.evaluate(() => {
+      const css = getComputedStyle(document.documentElement);
+      const probe = document.createElement('span');
+      document.body.append(probe);
+      const rgb = (v) => { probe.style.color = css.getPropertyValue(v).trim(); return getComputedStyle(probe).color; };
+      const out = { up: rgb('--up'), warn: rgb('--warn'), down: rgb('--down') };
+      probe.remove();
+      return out;
+    });
+    await page.waitForSelector('#account .margin-level[data-state="ok"]', { timeout: T_LONG });
+    assert.equal((await level()).color, colors.up);
+
+    forced = 150;
+    await page.waitForSelector('#account .margin-level[data-state="warning"]', { timeout: T_LONG });
+    assert.deepEqual(await level(), { text: '150.00 %', state: 'warning', color: colors.warn });
+
+    forced = 80;
+    await page.waitForSelector('#account .margin-level[data-state="danger"]', { timeout: T_LONG });
+    assert.deepEqual(await level(), { text: '80.00 %', state: 'danger', color: colors.down });
+
+    forced = null;
+    await page.waitForSelector('#account .margin-level[data-state="ok"]', { timeout: T_LONG });
+    assert.deepEqual(problems, [], `console errors/warnings or page errors:\n${problems.join('\n')}`);
+  });
+});
