@@ -339,14 +339,17 @@ impl Client {
         for channel in wanted {
             if !joined[channel.index()] {
                 joined[channel.index()] = true;
+                // Held across the join so that nothing written meanwhile
+                // is counted before the session's starting point.
+                let mut delivery = self.delivery();
+                let last =
+                    self.app
+                        .rooms
+                        .join(&self.identity.account, channel, self.id, &self.outbox);
                 if !channel.is_state() {
-                    // Entries before this moment are not this session's.
-                    let now = self.app.last_event_seq();
-                    self.delivery().start_at(channel, now);
+                    // Entries up to the join are not this session's.
+                    delivery.start_at(channel, last);
                 }
-                self.app
-                    .rooms
-                    .join(&self.identity.account, channel, self.id, &self.outbox);
             }
         }
         payload

@@ -1,6 +1,12 @@
 //! The HTTP surface: one axum router carrying Socket.IO (`/socket.io/`), the
 //! plain WebSocket (`/`, `/ws`), the console page, health probes, metrics
 //! and `/api/status`, behind the CORS and origin policy.
+//!
+//! A draining replica answers 503 to every request that would open a new
+//! connection (a WebSocket upgrade, an Engine.IO handshake without `sid`),
+//! so a load balancer hands it to another replica; requests of the
+//! connections it still has (polling with a `sid`) go through, so those
+//! clients get their goodbye.
 
 use crate::state::AppState;
 use crate::{metrics, web, ws};
@@ -31,6 +37,10 @@ pub fn router(app: Arc<AppState>, socketio: SocketIoLayer) -> Router {
         .route("/api/status", get(status))
         .with_state(app.clone())
         .layer(socketio)
+        .layer(middleware::from_fn_with_state(
+            app.clone(),
+            refuse_new_while_draining,
+        ))
         .layer(middleware::from_fn_with_state(app, guard_origin));
     match cors {
         Some(cors) => router.layer(cors),
@@ -146,6 +156,42 @@ fn cors_layer(origins: &[String]) -> Option<CorsLayer> {
     Some(base.allow_origin(list).allow_credentials(true))
 }
 
+/// While draining, new connections are refused with 503 (and `Retry-After`)
+/// before any handshake, so the load balancer retries another replica.
+async fn refuse_new_while_draining(
+    State(app): State<Arc<AppState>>,
+    request: Request,
+    next: Next,
+) -> Response {
+    if app.is_draining() && opens_connection(&request) {
+        let body = Json(json!({
+            "error": "Server is draining",
+            "details": "reconnect to another replica",
+            "code": protocol::ErrorCode::UpstreamUnavailable,
+        }));
+        return (
+            StatusCode::SERVICE_UNAVAILABLE,
+            [(header::RETRY_AFTER, "1")],
+            body,
+        )
+            .into_response();
+    }
+    next.run(request).await
+}
+
+/// A WebSocket upgrade, or an Engine.IO request that starts a session (no
+/// `sid` yet).
+fn opens_connection(request: &Request) -> bool {
+    let path = request.uri().path();
+    if path.starts_with("/socket.io") {
+        return crate::socketio::query_param(request.uri().query(), "sid").is_none();
+    }
+    request
+        .headers()
+        .get(header::UPGRADE)
+        .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"websocket"))
+}
+
 /// Browsers do not apply CORS to WebSocket upgrades, so a page on another
 /// site could open one with a user's token. Refuse upgrades and Socket.IO
 /// requests from origins that are neither this host nor allowed.
@@ -180,6 +226,37 @@ fn origin_allowed(origin: &HeaderValue, host: Option<&HeaderValue>, allowed: &[S
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn new_connections_are_told_apart_from_live_ones() {
+        let req = |uri: &str, upgrade: bool| {
+            let mut b = axum::http::Request::builder().uri(uri);
+            if upgrade {
+                b = b.header(header::UPGRADE, "websocket");
+            }
+            b.body(axum::body::Body::empty()).unwrap()
+        };
+        assert!(opens_connection(&req(
+            "/socket.io/?EIO=4&transport=polling",
+            false
+        )));
+        assert!(opens_connection(&req(
+            "/socket.io/?EIO=4&transport=websocket",
+            true
+        )));
+        assert!(!opens_connection(&req(
+            "/socket.io/?EIO=4&transport=polling&sid=abc",
+            false
+        )));
+        assert!(!opens_connection(&req(
+            "/socket.io/?EIO=4&transport=websocket&sid=abc",
+            true
+        )));
+        assert!(opens_connection(&req("/ws?token=x", true)));
+        assert!(opens_connection(&req("/?token=x", true)));
+        assert!(!opens_connection(&req("/health/ready", false)));
+        assert!(!opens_connection(&req("/", false)));
+    }
 
     #[test]
     fn origin_policy() {

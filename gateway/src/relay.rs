@@ -152,7 +152,6 @@ impl Relay {
             Ok(frame) => {
                 if let (false, Some(seq)) = (route.channel.is_state(), msg.seq) {
                     self.last_event_seq = Some(seq);
-                    self.app.note_event_seq(seq);
                 }
                 Arc::new(frame)
             }

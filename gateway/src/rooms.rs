@@ -7,7 +7,9 @@
 //!
 //! Joining a state channel and fanning out a new value take the same lock,
 //! so a joiner's snapshot and the live updates after it are queued in the
-//! order they happened: nobody sees an older value after a newer one.
+//! order they happened: nobody sees an older value after a newer one. For
+//! logs and signals the join reports the last `seq` fanned out before it,
+//! the exact point the joiner's session starts from.
 
 use crate::frame::{Frame, StateKey};
 use crate::outbox::Outbox;
@@ -63,6 +65,8 @@ struct RoomInner {
     orders: Option<Arc<Frame>>,
     account: Option<Arc<Frame>>,
     history: VecDeque<(Instant, Channel, Arc<Frame>)>,
+    /// The last `seq` published per channel (logs and signals).
+    last_seq: [u64; 6],
 }
 
 impl Room {
@@ -91,6 +95,8 @@ impl RoomInner {
             Some(StateKey::Orders) => self.orders = Some(frame.clone()),
             Some(StateKey::Account) => self.account = Some(frame.clone()),
             None if frame.seq.is_some() => {
+                let last = &mut self.last_seq[channel.index()];
+                *last = (*last).max(frame.seq.unwrap_or(0));
                 let now = Instant::now();
                 self.history.push_back((now, channel, frame.clone()));
                 while self.history.len() > limits.max_entries
@@ -133,7 +139,10 @@ impl Rooms {
     }
 
     /// Adds a member and queues the channel's current value(s) for it.
-    pub fn join(&self, account: &str, channel: Channel, id: ClientId, outbox: &Arc<Outbox>) {
+    /// Returns the last `seq` published on the channel before the join (0
+    /// for state channels, or when there has been none): the member gets
+    /// every entry after it.
+    pub fn join(&self, account: &str, channel: Channel, id: ClientId, outbox: &Arc<Outbox>) -> u64 {
         let room = self.room(account);
         let mut inner = room.lock();
         let member = Member {
@@ -144,6 +153,7 @@ impl Rooms {
         for frame in inner.snapshot(channel) {
             outbox.push(frame);
         }
+        inner.last_seq[channel.index()]
     }
 
     /// Adds a member whose live frames are held back until
@@ -283,6 +293,22 @@ mod tests {
                 r#"{"symbol":"GBPUSD","bid":2}"#
             ]
         );
+    }
+
+    #[test]
+    fn an_event_join_reports_the_last_seq_before_it() {
+        let r = rooms();
+        let log = |seq| Arc::new(Frame::from_bus(Channel::Logs, None, b"{}", Some(seq)).unwrap());
+        let o = Arc::new(Outbox::new(10));
+        assert_eq!(r.join("a", Channel::Logs, 1, &o), 0);
+        r.publish("a", Channel::Logs, log(7));
+        let signal = Frame::from_bus(Channel::Signals, None, b"{}", Some(8)).unwrap();
+        r.publish("a", Channel::Signals, Arc::new(signal));
+        let late = Arc::new(Outbox::new(10));
+        assert_eq!(r.join("a", Channel::Logs, 2, &late), 7);
+        assert_eq!(r.join("a", Channel::Signals, 2, &late), 8);
+        assert_eq!(r.join("a", Channel::Quotes, 2, &late), 0);
+        assert!(late.is_empty(), "no history is queued for a joiner");
     }
 
     #[test]

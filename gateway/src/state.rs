@@ -34,7 +34,6 @@ pub struct AppState {
     ready: AtomicBool,
     /// Whether the relay is currently reading the bus.
     feed_up: AtomicBool,
-    last_event_seq: AtomicU64,
     next_id: AtomicU64,
     clients: Mutex<HashMap<ClientId, Arc<Client>>>,
 }
@@ -65,7 +64,6 @@ impl AppState {
             writers: TaskTracker::new(),
             ready: AtomicBool::new(true),
             feed_up: AtomicBool::new(false),
-            last_event_seq: AtomicU64::new(0),
             next_id: AtomicU64::new(1),
             clients: Mutex::new(HashMap::new()),
         })
@@ -110,15 +108,6 @@ impl AppState {
 
     fn lock_clients(&self) -> MutexGuard<'_, HashMap<ClientId, Arc<Client>>> {
         self.clients.lock().unwrap_or_else(|p| p.into_inner())
-    }
-
-    /// The newest log/signal sequence the relay has seen.
-    pub fn last_event_seq(&self) -> u64 {
-        self.last_event_seq.load(Ordering::Relaxed)
-    }
-
-    pub fn note_event_seq(&self, seq: u64) {
-        self.last_event_seq.fetch_max(seq, Ordering::Relaxed);
     }
 
     pub fn set_feed_up(&self, up: bool) {

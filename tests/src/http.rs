@@ -26,10 +26,15 @@ impl Response {
     }
 }
 
-/// `GET path` on `addr` with extra request headers.
+/// `GET path` on `addr` with extra request headers; panics on failure.
 pub fn get(addr: SocketAddr, path: &str, headers: &[(&str, &str)]) -> Response {
+    try_get(addr, path, headers).unwrap_or_else(|e| panic!("{e}"))
+}
+
+/// `GET path` on `addr`, or why not (for servers that may be going away).
+pub fn try_get(addr: SocketAddr, path: &str, headers: &[(&str, &str)]) -> Result<Response, String> {
     let mut stream = TcpStream::connect_timeout(&addr, Duration::from_secs(5))
-        .unwrap_or_else(|e| panic!("connect {addr}: {e}"));
+        .map_err(|e| format!("connect {addr}: {e}"))?;
     stream.set_read_timeout(Some(Duration::from_secs(10))).ok();
     let mut request =
         format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\nAccept: */*\r\n");
@@ -39,13 +44,13 @@ pub fn get(addr: SocketAddr, path: &str, headers: &[(&str, &str)]) -> Response {
     request.push_str("\r\n");
     stream
         .write_all(request.as_bytes())
-        .unwrap_or_else(|e| panic!("GET {path}: {e}"));
+        .map_err(|e| format!("GET {path}: {e}"))?;
     let mut raw = Vec::new();
     stream
         .read_to_end(&mut raw)
-        .unwrap_or_else(|e| panic!("GET {path}: reading the response: {e}"));
-    parse(&raw).unwrap_or_else(|| {
-        panic!(
+        .map_err(|e| format!("GET {path}: reading the response: {e}"))?;
+    parse(&raw).ok_or_else(|| {
+        format!(
             "GET {path}: malformed response {:?}",
             String::from_utf8_lossy(&raw)
         )

@@ -15,16 +15,22 @@
 //! - [`sio`]: the scriptable Socket.IO clients ([`Plan`], [`SioClient`], [`Transcript`]);
 //! - [`ws`]: the plain WebSocket client ([`WsClient`]);
 //! - [`http`]: a tiny HTTP/1.1 GET;
+//! - [`nginx`]: the real nginx with `deploy/nginx/gateway.conf` ([`Nginx`]);
+//! - [`cluster`]: NATS, Redis, N gateway replicas and nginx ([`Cluster`]);
 //! - [`checks`]: the spec's payload shapes, field by field;
 //! - [`keys`]: RSA/EC test keys (openssl CLI), JWKS, hand-built tokens.
 
 pub mod checks;
+pub mod cluster;
 pub mod http;
 pub mod keys;
+pub mod nginx;
 pub mod procs;
 pub mod sio;
 pub mod ws;
 
+pub use cluster::Cluster;
+pub use nginx::Nginx;
 pub use procs::{
     binary, free_port, workspace_root, Gateway, Ingestor, NatsServer, Proc, RedisServer,
 };

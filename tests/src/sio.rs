@@ -30,6 +30,14 @@ pub struct Line {
     pub raw: String,
 }
 
+impl Line {
+    /// When the client saw it, in epoch milliseconds (the `at` field the
+    /// clients print), if known.
+    pub fn at(&self) -> Option<f64> {
+        serde_json::from_str::<Value>(&self.raw).ok()?["at"].as_f64()
+    }
+}
+
 /// A client's script: connection options and steps (see the header of
 /// `sio-client.mjs` for the format).
 #[derive(Debug, Clone)]
@@ -67,6 +75,22 @@ impl Plan {
         }
         self.value["query"][key] = json!(value);
         self
+    }
+
+    /// Automatic reconnection after a transport failure (socket.io-client's
+    /// `reconnection` option).
+    pub fn reconnection(mut self, on: bool) -> Plan {
+        self.value["reconnection"] = json!(on);
+        self
+    }
+
+    /// Behaves like a dashboard that keeps its session: reconnects by
+    /// itself (after a transport failure, or when the server says
+    /// `disconnected {reconnect: true}`) with `auth.session` from its last
+    /// `connected`. Node client only.
+    pub fn resume(mut self) -> Plan {
+        self.value["resume"] = json!(true);
+        self.reconnection(true)
     }
 
     pub fn transports(mut self, transports: &[&str]) -> Plan {

@@ -11,8 +11,16 @@
 //     "query": {"token": "..."},            optional (query string)
 //     "transports": ["websocket"],          optional
 //     "reconnection": false,                optional (default false)
+//     "resume": false,                      optional: behave like a dashboard
+//                                           that resumes its session (below)
 //     "steps": [ ... ]
 //   }
+// With "resume": true, every `connected` puts its `session` into the
+// handshake auth (auth.session), so any later connection resumes it: the
+// automatic reconnection after a transport failure (with "reconnection":
+// true), a `connect` step, and the reconnection this client makes by itself
+// after `disconnected {"reconnect": true}` from the server. A refusal with
+// `UPSTREAM_UNAVAILABLE` (a draining replica) is retried after 200 ms.
 // Steps, run in order:
 //   {"emit": "subscribe", "data": {...}, "ack": true, "repeat": 1}
 //        emit an event (without "data": no argument); with "ack": true the
@@ -26,7 +34,7 @@
 //   {"connect": true}      connect again after a disconnect
 //
 // Output: one JSON line per thing that happened,
-//   {"t": <ms since start>, "event": "...", "data": ...}
+//   {"t": <ms since start>, "at": <epoch ms>, "event": "...", "data": ...}
 // including "connect" ({id, transport}), "connect_error" ({message, data}),
 // "disconnect" ({reason}), "ack:<event>", "wait_timeout" and finally "done".
 // Exit code 0, or 2 when a wait_for timed out (the plan stops there).
@@ -42,8 +50,10 @@ if (!plan || !plan.url) {
 }
 
 function print(event, data) {
-  const t = Math.round((performance.now() - started) * 10) / 10;
-  process.stdout.write(JSON.stringify({ t, event, data: data === undefined ? null : data }) + "\n");
+  const now = performance.now();
+  const t = Math.round((now - started) * 10) / 10;
+  const at = Math.round((performance.timeOrigin + now) * 10) / 10;
+  process.stdout.write(JSON.stringify({ t, at, event, data: data === undefined ? null : data }) + "\n");
 }
 
 // Event bookkeeping for wait_for.
@@ -127,6 +137,26 @@ socket.on("disconnect", (reason, description) => {
 socket.onAny((event, ...args) => {
   record(event, args.length === 1 ? args[0] : args);
 });
+
+// "resume": keep the session, and come back when told to or refused by a
+// draining replica.
+let toldToReconnect = false;
+if (plan.resume) {
+  socket.on("connected", (hello) => {
+    if (hello?.session) socket.auth = { ...(socket.auth ?? {}), session: hello.session };
+    toldToReconnect = false;
+  });
+  socket.on("disconnected", (bye) => {
+    toldToReconnect = bye?.reconnect === true;
+  });
+  socket.on("disconnect", (reason) => {
+    // The server closed the socket: socket.io-client does not come back by itself.
+    if (reason === "io server disconnect" && toldToReconnect) setTimeout(() => socket.connect(), 100);
+  });
+  socket.on("connect_error", (err) => {
+    if (err?.message === "UPSTREAM_UNAVAILABLE" && !socket.active) setTimeout(() => socket.connect(), 200);
+  });
+}
 
 async function run() {
   for (const step of plan.steps ?? []) {

@@ -7,7 +7,8 @@ Same plan format and output as ../node/sio-client.mjs:
   {"url", "path", "auth", "query", "transports", "reconnection", "steps": [...]}
 steps: {"emit", "data", "ack", "repeat"}, {"wait_ms"}, {"wait_for", "timeout_ms"},
        {"wait_stdin"}, {"disconnect"}, {"connect"}
-output: one JSON line per event {"t": ms since start, "event", "data"}, then "done".
+output: one JSON line per event {"t": ms since start, "at": epoch ms, "event", "data"},
+then "done".
 Exit code 0, or 2 when a wait_for timed out.
 
 python-socketio cannot emit an explicit null argument: "data": null emits
@@ -32,7 +33,8 @@ CONSUMED = {}
 
 def emit_line(event, data):
     t = round((time.monotonic() - STARTED) * 1000.0, 1)
-    line = json.dumps({"t": t, "event": event, "data": data})
+    at = round(time.time() * 1000.0, 1)
+    line = json.dumps({"t": t, "at": at, "event": event, "data": data})
     with OUT_LOCK:
         sys.stdout.write(line + "\n")
         sys.stdout.flush()

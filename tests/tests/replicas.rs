@@ -1,0 +1,339 @@
+//! Stateless replicas behind the real nginx (`deploy/nginx/gateway.conf`):
+//! each test runs its own nats-server, redis-server, three gateway replicas
+//! and nginx, and moves clients between replicas by killing or draining the
+//! one they are on. What must hold (contract section 5): a client that
+//! comes back with `auth.session` within the resume window, to any replica,
+//! misses no log or signal (duplicates with the same `seq` allowed).
+
+use e2e_tests::cluster::{check_event_sequence, event_seqs, Cluster, RESUME_TIMEOUT};
+use e2e_tests::{eventually, Plan, SioClient, WsClient, WsMsg};
+use serde_json::{json, Value};
+use std::time::Duration;
+
+/// Until `client` has seen a `logs_update` with a seq above `seq`.
+fn wait_for_log_after(client: &mut SioClient, seq: u64, timeout: Duration) -> u64 {
+    let deadline = std::time::Instant::now() + timeout;
+    loop {
+        let left = deadline.saturating_duration_since(std::time::Instant::now());
+        let line = client.wait_event("logs_update", left);
+        let got = line.data["seq"].as_u64().unwrap_or(0);
+        if got > seq {
+            return got;
+        }
+    }
+}
+
+/// The highest log/signal seq `client` has seen so far.
+fn max_seq(client: &mut SioClient) -> u64 {
+    event_seqs(client.lines())
+        .iter()
+        .map(|(_, s)| *s)
+        .max()
+        .unwrap_or(0)
+}
+
+/// A client on logs, signals and positions through nginx while the
+/// ingestor publishes 200 logs/s; its replica is SIGKILLed; it reconnects
+/// through nginx with `auth.session`, lands on another replica, is resumed,
+/// and every seq from before the kill to well after the resume arrives, in
+/// order per channel, none missing.
+#[test]
+fn killed_replica_client_resumes_elsewhere_without_a_gap() {
+    let mut cluster = Cluster::start("70000001", 3, &[]);
+    let _ingestor = cluster.ingest(&[
+        "--logs-per-sec",
+        "200",
+        "--signals-per-sec",
+        "5",
+        "--quotes-per-sec",
+        "20",
+        "--positions-interval-ms",
+        "500",
+        "--seed",
+        "11",
+    ]);
+    let plan = Plan::new(&cluster.nginx.http_url())
+        .token(&cluster.token("alice"))
+        .transports(&["websocket"])
+        .resume()
+        .connected()
+        .subscribe(&["logs", "signals", "positions"])
+        .wait_stdin();
+    let mut client = SioClient::node(&plan);
+    let hello = client.wait_event("connected", Duration::from_secs(20)).data;
+    assert_eq!(hello["resumed"], false, "{hello}");
+    let session = hello["session"].as_str().expect("session").to_owned();
+    let first_replica = hello["replica"].as_str().expect("replica").to_owned();
+    client.wait_event("subscribed", Duration::from_secs(10));
+    let first = wait_for_log_after(&mut client, 0, Duration::from_secs(10));
+
+    // The replica has checkpointed the session (channels and a seq) in Redis.
+    eventually(Duration::from_secs(10), || {
+        let record = cluster.stored_session(&session)?;
+        let logs = record["channels"].as_array()?.iter().any(|c| c == "logs");
+        (logs && record["logs_seq"].as_u64()? > 0).then_some(())
+    })
+    .unwrap_or_else(|| panic!("session {session} never checkpointed in Redis"));
+    let before_kill = wait_for_log_after(&mut client, first + 200, Duration::from_secs(10));
+
+    cluster.replica(&first_replica).kill();
+    let killed_at = max_seq(&mut client).max(before_kill);
+
+    let again = client.wait_event("connected", RESUME_TIMEOUT).data;
+    assert_eq!(again["session"], session.as_str(), "{again}");
+    assert_eq!(again["resumed"], true, "{again}");
+    assert_ne!(again["replica"], first_replica.as_str(), "{again}");
+    let resubscribed = client.wait_event("subscribed", Duration::from_secs(5)).data;
+    assert_eq!(resubscribed["resumed"], true, "{resubscribed}");
+    client.wait_event("positions_update", Duration::from_secs(10));
+    let resumed_at = max_seq(&mut client);
+    wait_for_log_after(&mut client, resumed_at + 400, Duration::from_secs(20));
+
+    client.release();
+    let t = client.finish(Duration::from_secs(20));
+    t.assert_completed();
+    let summary =
+        check_event_sequence(&event_seqs(&t.lines)).unwrap_or_else(|e| panic!("{e}\n{}", t.dump()));
+    println!(
+        "killed {first_replica} at seq {killed_at}, resumed on {} ; received seqs {}..={} ({} distinct, {} duplicates)",
+        again["replica"], summary.first, summary.last, summary.distinct, summary.duplicates
+    );
+    assert!(summary.first < killed_at && summary.last > resumed_at + 400);
+    assert!(t.count("disconnect") >= 1, "{}", t.dump());
+    cluster.assert_replicas_alive(&[&first_replica]);
+}
+
+/// A plain WebSocket dashboard that resumes by hand: connects through
+/// nginx, subscribes to logs and signals, and after `disconnected` comes
+/// back with `?session=`.
+struct WsDashboard {
+    url: String,
+    token: String,
+    session: String,
+    replicas: Vec<String>,
+    /// Every message of every connection, in order.
+    seen: Vec<WsMsg>,
+    ws: WsClient,
+}
+
+impl WsDashboard {
+    fn connect(base: &str, token: &str) -> WsDashboard {
+        let url = format!("{base}/ws");
+        let ws = WsClient::connect(&format!("{url}?token={token}")).expect("ws connect");
+        let mut d = WsDashboard {
+            url,
+            token: token.to_owned(),
+            session: String::new(),
+            replicas: Vec::new(),
+            seen: Vec::new(),
+            ws,
+        };
+        d.greeted();
+        d.ws.send_event("subscribe", json!({"channels": ["logs", "signals"]}));
+        d.ws.wait_event("subscribed", Duration::from_secs(10));
+        d
+    }
+
+    fn greeted(&mut self) -> Value {
+        let hello = self.ws.wait_event("connected", RESUME_TIMEOUT);
+        self.session = hello["session"].as_str().expect("session").to_owned();
+        self.replicas
+            .push(hello["replica"].as_str().expect("replica").to_owned());
+        hello
+    }
+
+    /// Reads until the server says goodbye and closes; returns the goodbye.
+    fn goodbye(&mut self) -> Value {
+        let bye = self.ws.wait_event("disconnected", Duration::from_secs(20));
+        let close = self.ws.wait_close(Duration::from_secs(10));
+        assert!(
+            close.is_some(),
+            "not closed after the goodbye:\n{}",
+            self.ws.dump()
+        );
+        bye
+    }
+
+    /// Comes back with the session id.
+    fn resume(&mut self) -> Value {
+        let url = format!("{}?token={}&session={}", self.url, self.token, self.session);
+        let ws = WsClient::connect(&url).expect("ws reconnect");
+        let old = std::mem::replace(&mut self.ws, ws);
+        self.seen.extend(old.seen.into_iter().map(|(_, m)| m));
+        self.greeted()
+    }
+
+    /// Reads until a log or signal with a seq above `seq` arrives.
+    fn read_past(&mut self, seq: u64, timeout: Duration) {
+        let deadline = std::time::Instant::now() + timeout;
+        while std::time::Instant::now() < deadline {
+            let Some(data) = self
+                .ws
+                .try_wait_event("logs_update", Duration::from_secs(1))
+            else {
+                continue;
+            };
+            if data["seq"].as_u64().unwrap_or(0) > seq {
+                return;
+            }
+        }
+        panic!("websocket: no log past seq {seq}:\n{}", self.ws.dump());
+    }
+
+    fn entries(mut self) -> Vec<(String, u64)> {
+        self.seen.extend(
+            std::mem::take(&mut self.ws.seen)
+                .into_iter()
+                .map(|(_, m)| m),
+        );
+        self.seen
+            .iter()
+            .filter_map(|m| {
+                let (event, data) = m.event()?;
+                let channel = event == "logs_update" || event == "signals_update";
+                channel.then(|| Some((event.to_owned(), data["seq"].as_u64()?)))?
+            })
+            .collect()
+    }
+}
+
+/// SIGTERM on the replica holding several clients (socket.io-client over
+/// websocket and over polling, and a plain WebSocket): each is told
+/// `disconnected {"reason": "Server shutdown", "reconnect": true}` before
+/// its connection closes, resumes through nginx on another replica, and
+/// misses no log or signal. The draining replica answers 503 on
+/// `/health/ready` while it drains, then exits 0.
+#[test]
+fn drained_replica_clients_resume_elsewhere_without_a_gap() {
+    let mut cluster = Cluster::start("70000002", 3, &[("DRAIN_TIMEOUT_SECS", "10")]);
+    let _ingestor = cluster.ingest(&[
+        "--logs-per-sec",
+        "100",
+        "--signals-per-sec",
+        "5",
+        "--quotes-per-sec",
+        "20",
+        "--seed",
+        "12",
+    ]);
+    let sio_plan = |user: &str, transport: &str| {
+        Plan::new(&cluster.nginx.http_url())
+            .token(&cluster.token(user))
+            .transports(&[transport])
+            .resume()
+            .connected()
+            .subscribe(&["logs", "signals"])
+            .wait_stdin()
+    };
+    let mut sio = vec![
+        SioClient::node(&sio_plan("ws-user", "websocket")),
+        SioClient::node(&sio_plan("polling-user", "polling")),
+        SioClient::node(&sio_plan("ws-user-2", "websocket")),
+    ];
+    let mut sessions = Vec::new();
+    let mut replicas = Vec::new();
+    for c in &mut sio {
+        let hello = c.wait_event("connected", Duration::from_secs(20)).data;
+        sessions.push(hello["session"].as_str().expect("session").to_owned());
+        replicas.push(hello["replica"].as_str().expect("replica").to_owned());
+        c.wait_event("subscribed", Duration::from_secs(10));
+    }
+    let mut ws = WsDashboard::connect(&cluster.nginx.ws_url(), &cluster.token("ws-plain"));
+    sessions.push(ws.session.clone());
+    replicas.push(ws.replicas[0].clone());
+    // nginx hashes the client address: every client is on one replica.
+    let target = replicas[0].clone();
+    assert!(
+        replicas.iter().all(|r| *r == target),
+        "clients from one address spread over {replicas:?}"
+    );
+    for session in &sessions {
+        eventually(Duration::from_secs(10), || {
+            let record = cluster.stored_session(session)?;
+            (record["channels"].as_array()?.len() == 2).then_some(())
+        })
+        .unwrap_or_else(|| panic!("session {session} never checkpointed"));
+    }
+    let mut before = 0;
+    for c in &mut sio {
+        before = before.max(wait_for_log_after(c, 0, Duration::from_secs(10)));
+    }
+    ws.read_past(0, Duration::from_secs(10));
+
+    // Probe the draining replica's readiness until it is gone.
+    let addr = cluster.replica(&target).addr();
+    let probe = std::thread::spawn(move || {
+        let mut seen = Vec::new();
+        while let Ok(r) = e2e_tests::http::try_get(addr, "/health/ready", &[]) {
+            seen.push((r.status, r.body));
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        seen
+    });
+    std::thread::sleep(Duration::from_millis(50));
+    cluster.replica(&target).proc().signal(libc::SIGTERM);
+
+    let bye = json!({"reason": "Server shutdown", "reconnect": true});
+    assert_eq!(ws.goodbye(), bye);
+    let hello = ws.resume();
+    assert_eq!(hello["resumed"], true, "{hello}");
+    assert_ne!(hello["replica"], target.as_str(), "{hello}");
+    let mut resumed_at = 0;
+    for c in &mut sio {
+        let got = c.wait_event("disconnected", Duration::from_secs(20)).data;
+        assert_eq!(got, bye);
+        c.wait_event("disconnect", Duration::from_secs(10));
+        let hello = c.wait_event("connected", RESUME_TIMEOUT).data;
+        assert_eq!(hello["resumed"], true, "{hello}");
+        assert_ne!(hello["replica"], target.as_str(), "{hello}");
+        resumed_at = resumed_at.max(max_seq(c));
+    }
+    let status = cluster
+        .replica(&target)
+        .proc()
+        .wait_exit(Duration::from_secs(15))
+        .expect("the drained replica exits");
+    assert!(status.success(), "drained replica exit status {status}");
+    let probes = probe.join().expect("probe thread");
+    assert!(
+        probes
+            .iter()
+            .any(|(s, body)| *s == 503 && body.contains("\"draining\":true")),
+        "readiness never reported the drain: {probes:?}"
+    );
+
+    ws.read_past(resumed_at + 200, Duration::from_secs(20));
+    let mut problems = Vec::new();
+    for mut c in sio {
+        wait_for_log_after(&mut c, resumed_at + 200, Duration::from_secs(20));
+        c.release();
+        let t = c.finish(Duration::from_secs(20));
+        t.assert_completed();
+        let names = t.names();
+        let bye_at = names.iter().position(|n| *n == "disconnected");
+        let closed_at = names.iter().position(|n| *n == "disconnect");
+        assert!(bye_at < closed_at, "goodbye after the close:\n{}", t.dump());
+        match check_event_sequence(&event_seqs(&t.lines)) {
+            Ok(s) => println!(
+                "{} over {}: seqs {}..={} ({} distinct, {} duplicates)",
+                t.first("connected").data["session"],
+                t.first("connect").data["transport"],
+                s.first,
+                s.last,
+                s.distinct,
+                s.duplicates
+            ),
+            Err(e) => problems.push(format!("{e}\n{}", t.dump())),
+        }
+    }
+    match check_event_sequence(&ws.entries()) {
+        Ok(s) => println!(
+            "plain websocket: seqs {}..={} ({} distinct, {} duplicates)",
+            s.first, s.last, s.distinct, s.duplicates
+        ),
+        Err(e) => problems.push(format!("plain websocket: {e}")),
+    }
+    assert!(problems.is_empty(), "{}", problems.join("\n\n"));
+    let _ = before;
+    cluster.assert_replicas_alive(&[&target]);
+}
