@@ -166,6 +166,7 @@
   function pad3(n) { return n < 10 ? '00' + n : n < 100 ? '0' + n : String(n); }
 
   function parseTime(v) {
+    if (v instanceof Date) return v;
     if (typeof v === 'number') return new Date(v < 1e12 ? v * 1000 : v);
     if (typeof v === 'string') return new Date(v);
     return new Date(NaN);
@@ -253,7 +254,12 @@
     if (c) {
       if (c.sub) parts.push(String(c.sub));
       if (c.account) parts.push('acct ' + String(c.account));
-      if (isNum(c.exp)) parts.push('exp ' + fmtClock(c.exp * 1000));
+      if (isNum(c.exp)) {
+        // The time alone when it expires today, else the date too (a 24 h
+        // token would otherwise seem to have expired a minute ago).
+        var exp = new Date(c.exp * 1000);
+        parts.push('exp ' + (exp.toDateString() === new Date().toDateString() ? fmtClock(exp) : fmtDateTime(exp)));
+      }
     }
     setText(el.tokenInfo, parts.join(' · '));
     el.logout.hidden = !token;
@@ -270,8 +276,11 @@
   }
 
   function hideAuth() {
+    // Focus inside the form would be lost with it: move it to the dashboard.
+    var hadFocus = el.auth.contains(document.activeElement);
     el.auth.hidden = true;
     setText(el.authError, '');
+    if (hadFocus) el.main.focus();
   }
 
   function onAuthSubmit(ev) {
@@ -1191,6 +1200,7 @@
     el.tokenInfo = $('token-info');
     el.logout = $('logout-btn');
     el.auth = $('auth');
+    el.main = $('main');
     el.authForm = $('auth-form');
     el.authError = $('auth-error');
     el.tokenInput = $('token-input');

@@ -27,8 +27,44 @@ async function withPage(t, name, body) {
   t.after(() => gw.stop());
   const b = await openBrowser();
   t.after(() => b.close());
-  await withDiagnostics(name, b.page, [gw], () => body(gw, b.page));
+  await withDiagnostics(name, b.page, [gw], async () => {
+    await body(gw, b.page);
+    assert.deepEqual(b.problems, [], `console errors/warnings or page errors:\n${b.problems.join('\n')}`);
+  });
 }
+
+test('no token in the URL: the form; a submitted token goes live and is kept for this tab', async (t) => {
+  await withPage(t, 'auth-form', async (gw, page) => {
+    await page.goto(`${gw.url}/`, { waitUntil: 'domcontentloaded' });
+    await page.waitForSelector('#auth-form', { state: 'visible', timeout: T_LONG });
+    assert.equal(await page.getAttribute('#conn-state', 'data-state'), 'disconnected');
+    assert.equal(await page.textContent('#conn-detail'), 'No token');
+    assert.equal(await page.isVisible('#auth-error'), false, 'no error before anything was tried');
+    await page.waitForFunction(() => document.activeElement && document.activeElement.id === 'token-input', null, { timeout: T_LONG });
+
+    // Pasted with a "Bearer " prefix and a trailing newline: both are tolerated.
+    const token = mintToken({ secret: SECRET, sub: 'form-only' });
+    await page.fill('#token-input', `Bearer ${token}\n`);
+    await page.click('#auth-form button[type="submit"]');
+    await page.waitForSelector('#conn-state[data-state="live"]', { timeout: T_LONG });
+    await page.waitForSelector('#auth', { state: 'hidden', timeout: T_LONG });
+    await page.waitForSelector('#quotes tbody tr[data-symbol]', { timeout: T_LONG });
+    assert.match(await page.textContent('#token-info'), /form-only/);
+    assert.equal(await page.evaluate(() => sessionStorage.getItem('mt5.dashboard.token')), token);
+    assert.ok(!page.url().includes('token'), `token in URL: ${page.url()}`);
+
+    // A reload in the same tab connects straight away with the kept token.
+    await page.reload({ waitUntil: 'domcontentloaded' });
+    await page.waitForSelector('#conn-state[data-state="live"]', { timeout: T_LONG });
+    assert.equal(await page.isVisible('#auth'), false);
+
+    // "Change token" forgets it and shows the form again.
+    await page.click('#logout-btn');
+    await page.waitForSelector('#auth-form', { state: 'visible', timeout: T_LONG });
+    assert.equal(await page.getAttribute('#conn-state', 'data-state'), 'disconnected');
+    assert.equal(await page.evaluate(() => sessionStorage.getItem('mt5.dashboard.token')), null);
+  });
+});
 
 test('a garbage token: "Authentication failed: UNAUTHORIZED" and the token form', async (t) => {
   await withPage(t, 'auth-garbage', async (gw, page) => {

@@ -3,7 +3,7 @@
 
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { openBrowser, quoteTexts, startGateway, withDiagnostics, T_LONG } from './helpers.mjs';
+import { apiStatus, openBrowser, quoteTexts, startGateway, withDiagnostics, T_LONG } from './helpers.mjs';
 
 test('opens with #token=, goes live, quotes tick, token leaves the URL, no console errors', async (t) => {
   const gw = await startGateway();
@@ -52,6 +52,34 @@ test('opens with #token=, goes live, quotes tick, token leaves the URL, no conso
       return false;
     }, bids, { timeout: 2000, polling: 50 });
 
+    // A changed price flashes its cells (green up, red down), briefly.
+    const flash = await page.waitForFunction(() => {
+      for (const a of document.getAnimations()) {
+        if (!/^flash-[ab]$/.test(a.animationName) || !a.effect || a.effect.pseudoElement !== '::before') continue;
+        const tr = a.effect.target.closest('tr');
+        const dir = [...tr.classList].find((c) => /^(up|down)-[ab]$/.test(c));
+        if (dir) return { dir: dir.slice(0, -2), ms: a.effect.getTiming().duration };
+      }
+      return null;
+    }, null, { timeout: T_LONG, polling: 20 }).then((h) => h.jsonValue());
+    assert.ok(flash.ms > 0 && flash.ms <= 1000, `flash lasts ${flash.ms} ms`);
+    const tints = await page.evaluate(() => {
+      const probe = (cls) => {
+        const tr = document.createElement('tr');
+        tr.className = cls;
+        const td = document.createElement('td');
+        td.className = 'num bid';
+        tr.append(td);
+        document.querySelector('#quotes tbody').append(tr);
+        const bg = getComputedStyle(td, '::before').backgroundColor;
+        tr.remove();
+        return bg;
+      };
+      return { up: probe('up-a'), down: probe('down-b') };
+    });
+    assert.match(tints.up, /^rgba\(47, 191, 113, /, 'up flash is green');
+    assert.match(tints.down, /^rgba\(240, 82, 90, /, 'down flash is red');
+
     // Rows are sorted by symbol and the test hook agrees with the table.
     const symbols = Object.keys(await quoteTexts(page));
     assert.deepEqual(symbols, [...symbols].sort());
@@ -61,6 +89,13 @@ test('opens with #token=, goes live, quotes tick, token leaves the URL, no conso
     // Heartbeat round trip and the status strip (GET /api/status with the token).
     await page.waitForFunction(() => /^RTT \d+ ms$/.test(document.querySelector('#rtt').textContent), null, { timeout: T_LONG });
     await page.waitForSelector('#status-strip[data-available="true"] li.chip[data-key]', { timeout: T_LONG });
+    const status = await apiStatus(gw);
+    const chips = await page.$$eval('#status-strip li[data-key]', (lis) => Object.fromEntries(lis.map((li) => [li.dataset.key, li.querySelector('.chip-val').textContent])));
+    assert.equal(chips.replica, status.replica);
+    assert.ok(Number(chips.clients) >= 1, `clients: ${chips.clients}`);
+    assert.equal(chips.nats, 'disabled');      // standalone: in-memory bus
+    assert.equal(chips.redis, status.redis);
+    assert.equal(chips.mode, 'standalone');
 
     // Let it stream a little longer: errors during rendering show up here.
     await page.waitForFunction(() => window.__dashboard.state().logsCount > 0 && document.querySelector('#positions tbody tr[data-ticket]'), null, { timeout: T_LONG });
