@@ -42,9 +42,9 @@ if [ "$install" = 1 ]; then
   if [ "$browser" = 1 ]; then
     (cd tests/browser && npm ci --no-audit --no-fund --loglevel=error)
   fi
-  step "pip install python-socketio"
-  python3 -c 'import socketio, websocket' 2>/dev/null ||
-    python3 -m pip install --quiet --disable-pip-version-check 'python-socketio[client]>=5,<6' 'websocket-client>=1'
+  step "pip install python-socketio, PyYAML"
+  python3 -c 'import socketio, websocket, yaml' 2>/dev/null ||
+    python3 -m pip install --quiet --disable-pip-version-check 'python-socketio[client]>=5,<6' 'websocket-client>=1' 'PyYAML>=6'
 fi
 export PATH="$PATH:/usr/sbin"
 
@@ -53,6 +53,9 @@ if [ "$services" = 1 ]; then
   (exec 3<>/dev/tcp/127.0.0.1/4222) 2>/dev/null || { nats-server -js -p 4222 -sd /tmp/nats-store >/tmp/nats.log 2>&1 & }
   (exec 3<>/dev/tcp/127.0.0.1/6379) 2>/dev/null || { redis-server --port 6379 --save "" --daemonize yes >/dev/null; }
 fi
+
+step "deployment files (docker-compose.yml, deploy/k8s, deploy/nginx)"
+python3 scripts/check-deploy.py
 
 step "cargo build --workspace --bins"
 cargo build --workspace --bins
