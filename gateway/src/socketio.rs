@@ -141,23 +141,27 @@ impl FrameSink for SioSink {
     }
 
     async fn close(&mut self) {
-        // A polling client only sees what a later GET fetches, and closing
-        // forgets the queue: give its long poll a moment to carry the
-        // goodbye away (it returns as soon as a packet is queued).
-        if self.socket.transport_type() == socketioxide::TransportType::Polling {
-            let grace = tokio::time::sleep(POLLING_GOODBYE_GRACE);
-            tokio::pin!(grace);
-            tokio::select! {
-                _ = &mut grace => {}
-                _ = wait_closed(&self.socket) => return,
-            }
+        // Give the client a moment to read its goodbye before the
+        // connection goes (it returns as soon as the client leaves). A
+        // polling client only sees what a later GET fetches, and closing
+        // forgets the queue. A websocket client loses it too when the
+        // connection is closed while some of its own frames are still
+        // unread on our side (a client cut off for flooding): the kernel
+        // then resets the connection, and the reset makes the client's
+        // kernel drop what the client has not read yet. Engine.IO keeps
+        // reading, and we keep discarding, meanwhile.
+        let grace = tokio::time::sleep(GOODBYE_GRACE);
+        tokio::pin!(grace);
+        tokio::select! {
+            _ = &mut grace => {}
+            _ = wait_closed(&self.socket) => return,
         }
         let _ = self.socket.clone().disconnect();
     }
 }
 
-/// How long a polling client is given to fetch its `disconnected`.
-const POLLING_GOODBYE_GRACE: std::time::Duration = std::time::Duration::from_millis(500);
+/// How long a client is given to read its `disconnected`.
+const GOODBYE_GRACE: std::time::Duration = std::time::Duration::from_millis(500);
 
 async fn wait_closed(socket: &SocketRef) {
     while socket.connected() {

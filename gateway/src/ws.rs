@@ -99,7 +99,7 @@ async fn serve(app: Arc<AppState>, admission: Admission, socket: WebSocket) {
             Message::Text(text) if text.len() > max => {
                 client.handle("message", None, text.len());
             }
-            Message::Text(text) => match serde_json::from_str::<Inbound>(&text) {
+            Message::Text(text) => match parse_inbound(&text) {
                 Ok(inbound) => {
                     client.handle(&inbound.event, inbound.data.as_ref(), text.len());
                 }
@@ -123,6 +123,13 @@ async fn serve(app: Arc<AppState>, admission: Admission, socket: WebSocket) {
         }
     }
     client.gone();
+}
+
+/// A text frame as an event. Only a JSON object is one: serde alone would
+/// also take an array `["subscribe", {...}]` as `{event, data}`.
+fn parse_inbound(text: &str) -> Result<Inbound, serde_json::Error> {
+    let object: serde_json::Map<String, Value> = serde_json::from_str(text)?;
+    serde_json::from_value(Value::Object(object))
 }
 
 struct WsSink {
@@ -152,5 +159,31 @@ impl FrameSink for WsSink {
                 reason: Utf8Bytes::from_static("disconnected"),
             })))
             .await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parse_inbound;
+
+    #[test]
+    fn only_an_object_with_an_event_name_is_an_event() {
+        let e = parse_inbound(r#"{"event": "subscribe", "data": {"channels": []}}"#).unwrap();
+        assert_eq!(e.event, "subscribe");
+        assert!(e.data.is_some());
+        assert!(parse_inbound(r#"{"event": "heartbeat"}"#)
+            .unwrap()
+            .data
+            .is_none());
+        for bad in [
+            r#"["subscribe", {"channels": ["quotes"]}]"#,
+            r#""subscribe""#,
+            "null",
+            r#"{"data": {}}"#,
+            r#"{"event": 7}"#,
+            "{",
+        ] {
+            assert!(parse_inbound(bad).is_err(), "{bad}");
+        }
     }
 }
