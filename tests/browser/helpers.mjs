@@ -296,6 +296,20 @@ export async function withDiagnostics(name, page, gateways, body) {
     return await body();
   } catch (e) {
     try { if (page && !page.isClosed()) await screenshot(page, `${name}-failure`, { fullPage: true }); } catch { /* ignore */ }
+    // What the page thought: connection, session, toasts on screen.
+    try {
+      if (page && !page.isClosed() && e && typeof e === 'object') {
+        const seen = await page.evaluate(() => {
+          const s = window.__dashboard ? window.__dashboard.state() : {};
+          return {
+            connection: s.connection, attempt: s.attempt, session: s.session, resumed: s.resumed, rtt: s.rtt,
+            detail: (document.querySelector('#conn-detail') || {}).textContent,
+            toasts: [...document.querySelectorAll('.toast')].map((t) => t.textContent),
+          };
+        });
+        e.message += `\n--- page ---\n${JSON.stringify(seen)}`;
+      }
+    } catch { /* ignore */ }
     const logs = (gateways || []).filter(Boolean).map((g) => `--- gateway pid ${g.pid} output ---\n${g.output()}`).join('\n');
     if (logs && e && typeof e === 'object') e.message += `\n${logs}`;
     throw e;

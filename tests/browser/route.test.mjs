@@ -5,7 +5,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import {
-  openBrowser, openLive, pageLogSeqs, startGateway, waitFor, watcher, withDiagnostics, T_LONG,
+  fmtMoney, openBrowser, openLive, pageLogSeqs, startGateway, waitFor, watcher, withDiagnostics, T_LONG,
 } from './helpers.mjs';
 
 const isWs = (url) => url.pathname === '/ws';
@@ -27,7 +27,16 @@ test('a dropped connection resumes its session: no log entry or signal is missed
       ws.close({ code: 1011, reason: 'test outage' });
       return;
     }
-    conns.push({ url: new URL(ws.url()), ws, server: ws.connectToServer() });
+    const c = { url: new URL(ws.url()), ws, server: ws.connectToServer(), events: {}, last: {} };
+    c.server.onMessage((m) => {
+      try {
+        const f = JSON.parse(String(m));
+        c.events[f.event] = (c.events[f.event] || 0) + 1;
+        c.last[f.event] = f.data;
+      } catch { /* counted as nothing */ }
+      c.ws.send(m);
+    });
+    conns.push(c);
   });
 
   await withDiagnostics('resume', page, [gw], async () => {
@@ -56,6 +65,15 @@ test('a dropped connection resumes its session: no log entry or signal is missed
     assert.equal(after.session, before.session);
     assert.equal(after.resumed, true);
     assert.equal(await page.textContent('#conn-detail'), 'session resumed');
+
+    // State channels flow again on the resumed session, and the page shows them.
+    await waitFor(() => ['quotes', 'positions_update', 'orders_update', 'account_update'].every((e) => conns[1].events[e] > 0),
+      { message: `quotes, positions, orders and account on the resumed connection (got ${JSON.stringify(conns[1].events)})` });
+    await waitFor(async () => {
+      const equity = await page.textContent('#account .equity');
+      const a = conns[1].last.account_update;
+      return equity === fmtMoney(a.equity);
+    }, { message: 'the account of the resumed connection on the page' });
 
     // Wait until the page is past what the client had a moment after the resume.
     const target = w.logs[w.logs.length - 1].seq;
@@ -97,14 +115,19 @@ test('margin level: warning colour under 200 %, danger under 100 %', async (t) =
 
   // Rewrite the margin level of the account updates on their way to the page.
   let forced = null;
+  const rewriteErrors = [];
   await page.routeWebSocket(isWs, (ws) => {
     const server = ws.connectToServer();
     server.onMessage((m) => {
       if (forced !== null) {
-        const f = JSON.parse(String(m));
-        if (f.event === 'account_update') {
-          f.data.margin_level = forced;
-          m = JSON.stringify(f);
+        try {
+          const f = JSON.parse(String(m));
+          if (f.event === 'account_update') {
+            f.data.margin_level = forced;
+            m = JSON.stringify(f);
+          }
+        } catch (e) {
+          rewriteErrors.push(`${e.message}: ${String(m).slice(0, 200)}`);
         }
       }
       ws.send(m);
@@ -140,6 +163,7 @@ test('margin level: warning colour under 200 %, danger under 100 %', async (t) =
 
     forced = null;
     await page.waitForSelector('#account .margin-level[data-state="ok"]', { timeout: T_LONG });
+    assert.deepEqual(rewriteErrors, []);
     assert.deepEqual(problems, [], `console errors/warnings or page errors:\n${problems.join('\n')}`);
   });
 });
