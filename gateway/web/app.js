@@ -179,10 +179,12 @@
     return ms ? s + '.' + pad3(d.getMilliseconds()) : s;
   }
 
-  function fmtDateTime(v) {
+  // `short`: no year when it is this year's (the cell's title has the full timestamp).
+  function fmtDateTime(v, short) {
     var d = parseTime(v);
     if (isNaN(d.getTime())) return v === null || v === undefined ? '—' : String(v);
-    return d.getFullYear() + '-' + pad2(d.getMonth() + 1) + '-' + pad2(d.getDate()) + ' ' +
+    var year = short && d.getFullYear() === new Date().getFullYear() ? '' : d.getFullYear() + '-';
+    return year + pad2(d.getMonth() + 1) + '-' + pad2(d.getDate()) + ' ' +
       pad2(d.getHours()) + ':' + pad2(d.getMinutes());
   }
 
@@ -812,7 +814,7 @@
     { cls: 'num swap', sign: 'swap', fmt: function (p) { return fmtMoney(p.swap); } },
     { cls: 'num commission', sign: 'commission', fmt: function (p) { return fmtMoney(p.commission); } },
     { cls: 'num profit', sign: 'profit', fmt: function (p) { return fmtSigned(p.profit); } },
-    { cls: 'time', title: 'time', fmt: function (p) { return fmtDateTime(p.time); } },
+    { cls: 'time', title: 'time', fmt: function (p) { return fmtDateTime(p.time, true); } },
     { cls: 'comment', fmt: function (p) { return str(p.comment); } }
   ];
 
@@ -851,7 +853,7 @@
     { cls: 'num price-open', fmt: function (o) { return fmtPrice(o.price_open, o.symbol); } },
     { cls: 'num sl', fmt: function (o) { return optPrice(o.sl, o.symbol); } },
     { cls: 'num tp', fmt: function (o) { return optPrice(o.tp, o.symbol); } },
-    { cls: 'time', title: 'time_setup', fmt: function (o) { return fmtDateTime(o.time_setup); } },
+    { cls: 'time', title: 'time_setup', fmt: function (o) { return fmtDateTime(o.time_setup, true); } },
     { cls: 'state', fmt: function (o) { return str(o.state); } },
     { cls: 'comment', fmt: function (o) { return str(o.comment); } }
   ];
