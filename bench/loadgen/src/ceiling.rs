@@ -114,19 +114,20 @@ async fn connection(stream: TcpStream, sid: u64, subscribers: Subscribers) {
             msg = ws.next() => {
                 let Some(Ok(msg)) = msg else { return };
                 let Message::Text(text) = msg else { continue };
-                let reply = match text.as_str() {
-                    t if t.starts_with("40") => Some(format!(
-                        r#"40{{"sid":"n{sid}"}}"#
-                    )),
+                let replies = match text.as_str() {
+                    t if t.starts_with("40") => vec![
+                        format!(r#"40{{"sid":"n{sid}"}}"#),
+                        r#"42["connected",{"message":"ceiling"}]"#.to_owned(),
+                    ],
                     t if t.starts_with("42[\"subscribe\"") => {
                         if let Some(tx) = tx.take() {
                             subscribers.lock().unwrap_or_else(|p| p.into_inner()).push(tx);
                         }
-                        Some(r#"42["subscribed",{"channels":["quotes"]}]"#.to_owned())
+                        vec![r#"42["subscribed",{"channels":["quotes"]}]"#.to_owned()]
                     }
-                    _ => None,
+                    _ => Vec::new(),
                 };
-                if let Some(reply) = reply {
+                for reply in replies {
                     if ws.send(Message::text(reply)).await.is_err() {
                         return;
                     }

@@ -77,7 +77,7 @@ type Ws = WebSocketStream<TcpStream>;
 fn ws_config() -> WebSocketConfig {
     // Small buffers: 10,000 clients at the 128 KiB defaults would need 2.5 GB.
     WebSocketConfig::default()
-        .read_buffer_size(8 * 1024)
+        .read_buffer_size(4 * 1024)
         .write_buffer_size(0)
 }
 
@@ -371,6 +371,19 @@ impl Http {
             Err(Failure::Connect("http"))
         }
     }
+}
+
+/// GETs `path` from the server (for its `/metrics`); None on any failure.
+pub async fn http_get(addr: SocketAddr, host: &str, path: &str) -> Option<String> {
+    let fetch = async {
+        let mut http = Http::connect(addr, host).await.ok()?;
+        let body = http.request(None, path).await.ok()?;
+        String::from_utf8(body.to_vec()).ok()
+    };
+    tokio::time::timeout(Duration::from_secs(5), fetch)
+        .await
+        .ok()
+        .flatten()
 }
 
 /// A polling session: one connection for the long GETs, one for POSTs.

@@ -20,6 +20,7 @@ mod client;
 mod eio;
 mod procstat;
 mod publisher;
+mod report;
 mod stats;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
@@ -58,6 +59,23 @@ enum Mode {
     Connect(Common),
     /// A trivial fan-out server (no auth, no conflation) for our own ceiling.
     CeilingServer(CeilingArgs),
+    /// The Markdown report of a results file.
+    Report(ReportArgs),
+    /// Prints a TCP port of 127.0.0.1 that was free a moment ago.
+    FreePort,
+}
+
+#[derive(Args)]
+struct ReportArgs {
+    /// Results file (JSON lines written by the other modes).
+    #[arg(long)]
+    results: PathBuf,
+    /// Where to write the Markdown (default: stdout).
+    #[arg(long)]
+    out: Option<PathBuf>,
+    /// A line for the report's machine table (repeatable).
+    #[arg(long)]
+    note: Vec<String>,
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -105,6 +123,10 @@ struct Common {
     /// Append the JSON line to this file too.
     #[arg(long)]
     out: Option<PathBuf>,
+    /// Path of the server's Prometheus metrics (ours: /metrics), to report
+    /// how many bus messages it read and frames it queued during the run.
+    #[arg(long)]
+    metrics_path: Option<String>,
 }
 
 #[derive(Args)]
@@ -132,6 +154,10 @@ struct FanoutArgs {
     /// Seconds to wait after the window for in-flight quotes.
     #[arg(long, default_value_t = 10.0)]
     drain_max: f64,
+    /// Fail (exit 3) unless every client got ready and at least this share
+    /// of the quotes arrived (for smoke tests).
+    #[arg(long)]
+    require_delivery: Option<f64>,
 }
 
 #[derive(Args)]
@@ -155,6 +181,18 @@ struct CeilingArgs {
 
 fn main() {
     let cli = Cli::parse();
+    match &cli.mode {
+        Mode::Report(args) => return exit_on_error(write_report(args)),
+        Mode::FreePort => {
+            return exit_on_error(
+                std::net::TcpListener::bind("127.0.0.1:0")
+                    .and_then(|l| l.local_addr())
+                    .map(|a| println!("{}", a.port()))
+                    .map_err(|e| e.to_string()),
+            )
+        }
+        _ => {}
+    }
     let nofile = procstat::raise_nofile_limit();
     let threads = cli
         .threads
@@ -175,18 +213,43 @@ fn main() {
                     .await
                     .map(|()| Value::Null)
             }
+            Mode::Report(_) | Mode::FreePort => Ok(Value::Null),
         }
     });
-    match result {
-        Ok(Value::Null) => {}
-        Ok(_) => {}
-        Err(e) => {
-            eprintln!("loadgen: {e}");
-            std::process::exit(1);
-        }
-    }
     // Dropping 10,000 sockets is quick; do not wait for stragglers.
     rt.shutdown_timeout(Duration::from_secs(2));
+    exit_on_error(result.map(|_| ()));
+}
+
+fn exit_on_error(result: Result<(), String>) {
+    if let Err(e) = result {
+        eprintln!("loadgen: {e}");
+        std::process::exit(1);
+    }
+}
+
+fn write_report(args: &ReportArgs) -> Result<(), String> {
+    let text = std::fs::read_to_string(&args.results)
+        .map_err(|e| format!("{}: {e}", args.results.display()))?;
+    let lines = text
+        .lines()
+        .filter(|l| !l.trim().is_empty())
+        .map(|l| serde_json::from_str(l).map_err(|e| format!("{}: {e}", args.results.display())))
+        .collect::<Result<Vec<Value>, String>>()?;
+    let markdown = report::render(&report::Input {
+        results_path: args.results.display().to_string(),
+        lines,
+        notes: args.note.clone(),
+    });
+    match &args.out {
+        Some(path) => {
+            std::fs::write(path, markdown).map_err(|e| format!("{}: {e}", path.display()))
+        }
+        None => {
+            print!("{markdown}");
+            Ok(())
+        }
+    }
 }
 
 /// What every run needs: the clients' shared context and the control channel.
@@ -271,6 +334,25 @@ impl Run {
             tokio::time::sleep(Duration::from_millis(5)).await;
         }
         Ok(started.elapsed().as_secs_f64())
+    }
+
+    /// The server's counters we report (sums over labels), if it has metrics.
+    async fn scrape(&self, common: &Common) -> Option<[f64; 2]> {
+        let path = common.metrics_path.as_deref()?;
+        let text = client::http_get(self.ctx.addr, &self.ctx.host, path).await?;
+        let sum = |name: &str| {
+            text.lines()
+                .filter(|l| {
+                    l.strip_prefix(name)
+                        .is_some_and(|rest| rest.starts_with([' ', '{']))
+                })
+                .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+                .sum::<f64>()
+        };
+        Some([
+            sum("gateway_bus_messages_total"),
+            sum("gateway_frames_queued_total"),
+        ])
     }
 
     /// Tells every client to flush its tally.
@@ -377,6 +459,7 @@ async fn fanout(args: FanoutArgs, threads: usize, nofile: u64) -> Result<Value, 
     let window = Duration::from_secs_f64(args.duration);
     let start_at = Instant::now() + warmup;
     let end_at = start_at + window;
+    let counters_before = run.scrape(common).await;
     let start_us = stats::now_us() + warmup.as_micros() as u64;
     run.shared
         .set_window(start_us, start_us + window.as_micros() as u64);
@@ -421,6 +504,8 @@ async fn fanout(args: FanoutArgs, threads: usize, nofile: u64) -> Result<Value, 
         }
     }
     let drain_secs = drain_started.elapsed().as_secs_f64();
+    let counters_after = run.scrape(common).await;
+    let delta = |i: usize| Some(counters_after?[i] - counters_before?[i]);
     let c = &run.shared.counters;
     let received = c.received.load(Relaxed);
     let latencies = run.shared.latencies();
@@ -453,6 +538,8 @@ async fn fanout(args: FanoutArgs, threads: usize, nofile: u64) -> Result<Value, 
         "server_cpu_pct": pct(server_cpu, wall),
         "server_cpu_us_per_msg": server_cpu.filter(|_| received > 0).map(|s| round4(s * 1e6 / received as f64)),
         "server_rss_kib": rss_kib,
+        "server_bus_messages": delta(0),
+        "server_frames_queued": delta(1),
         "nats_cpu_pct": pct(nats_cpu, wall),
         "loadgen_cpu_pct": pct(self_cpu, wall),
         "loadgen_rss_kib": procstat::rss_kib("self"),
@@ -460,7 +547,22 @@ async fn fanout(args: FanoutArgs, threads: usize, nofile: u64) -> Result<Value, 
     });
     merge(&mut line, extra);
     run.stop().await;
-    emit(common, &line)
+    let line = emit(common, &line)?;
+    if let Some(min) = args.require_delivery {
+        let ratio = if expected > 0 {
+            received as f64 / expected as f64
+        } else {
+            0.0
+        };
+        if measured_ready < common.clients as u64 || ratio < min {
+            eprintln!(
+                "loadgen: smoke check failed: {measured_ready}/{} clients ready, {:.4} delivered (need {min})",
+                common.clients, ratio
+            );
+            std::process::exit(3);
+        }
+    }
+    Ok(line)
 }
 
 /// CPU seconds of (ourselves, the server, NATS) in the order `Run::new` listed them.

@@ -231,8 +231,10 @@ mod tests {
 
     #[test]
     fn counts_window_gaps_and_reorders() {
-        let mut shared = Shared::default();
-        shared.run_started_us = 0;
+        let shared = Shared {
+            run_started_us: 0,
+            ..Shared::default()
+        };
         shared.set_window(100, 200);
         let mut t = Tally::new(3, 4);
         t.quote(&shared, stamp(50, 1), 60); // warm-up

@@ -1,0 +1,486 @@
+//! `loadgen report`: the Markdown report from a results file (JSON lines).
+//!
+//! For every scenario label it takes the last line per server, prints the
+//! fan-out table (ours, Node, the trivial ceiling server, and ours/Node
+//! ratios), the idle-memory and connect-rate tables, the slow-client
+//! comparison, the machine, and a check of each target with the numbers it
+//! was judged on. Nothing is hidden: a target that is missed says so.
+
+use serde_json::Value;
+use std::collections::BTreeMap;
+use std::fmt::Write;
+
+pub struct Input {
+    pub results_path: String,
+    pub lines: Vec<Value>,
+    pub notes: Vec<String>,
+}
+
+type Key = (String, String);
+
+fn by_label(lines: &[Value]) -> BTreeMap<Key, Value> {
+    let mut map = BTreeMap::new();
+    for line in lines {
+        let label = line["label"].as_str().unwrap_or("").to_owned();
+        let server = line["server"].as_str().unwrap_or("").to_owned();
+        map.insert((label, server), line.clone());
+    }
+    map
+}
+
+fn f(v: &Value) -> Option<f64> {
+    v.as_f64()
+}
+
+fn ms(v: &Value) -> String {
+    f(v).map(|us| format!("{:.1}", us / 1000.0))
+        .unwrap_or_else(|| "–".into())
+}
+
+fn num(v: &Value, digits: usize) -> String {
+    f(v).map(|x| format!("{x:.digits$}"))
+        .unwrap_or_else(|| "–".into())
+}
+
+fn thousands(v: &Value) -> String {
+    let Some(x) = f(v) else { return "–".into() };
+    let s = format!("{:.0}", x);
+    let mut out = String::new();
+    for (i, c) in s.chars().enumerate() {
+        if i > 0 && (s.len() - i) % 3 == 0 && c != '-' {
+            out.push(',');
+        }
+        out.push(c);
+    }
+    out
+}
+
+fn pct_ratio(v: &Value) -> String {
+    f(v).map(|r| format!("{:.3}", r * 100.0))
+        .unwrap_or_else(|| "–".into())
+}
+
+fn ratio(a: Option<f64>, b: Option<f64>) -> String {
+    match (a, b) {
+        (Some(a), Some(b)) if b > 0.0 => format!("{:.2}×", a / b),
+        _ => "–".into(),
+    }
+}
+
+fn machine() -> Vec<(String, String)> {
+    let read = |p: &str| std::fs::read_to_string(p).unwrap_or_default();
+    let cpuinfo = read("/proc/cpuinfo");
+    let model = cpuinfo
+        .lines()
+        .find_map(|l| l.strip_prefix("model name"))
+        .and_then(|l| l.split(':').nth(1))
+        .map(str::trim)
+        .unwrap_or("unknown")
+        .to_owned();
+    let nproc = std::thread::available_parallelism()
+        .map(|n| n.get().to_string())
+        .unwrap_or_else(|_| "?".into());
+    let mem = read("/proc/meminfo")
+        .lines()
+        .find_map(|l| l.strip_prefix("MemTotal:"))
+        .and_then(|v| v.split_whitespace().next()?.parse::<f64>().ok())
+        .map(|kib| format!("{:.1} GiB", kib / 1024.0 / 1024.0))
+        .unwrap_or_else(|| "?".into());
+    vec![
+        ("nproc".into(), nproc),
+        ("CPU".into(), model),
+        ("memory".into(), mem),
+        (
+            "kernel".into(),
+            read("/proc/sys/kernel/osrelease").trim().to_owned(),
+        ),
+        (
+            "report generated".into(),
+            chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+        ),
+    ]
+}
+
+const FANOUT_COLUMNS: &str = "| scenario | server | clients | quotes/s in | delivered msgs/s | delivered % | p50 ms | p99 ms | p99.9 ms | max ms | gaps | read from bus % | server CPU % | CPU µs/msg | server RSS MiB | loadgen CPU % | machine busy % |\n|---|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|\n";
+
+fn fanout_row(out: &mut String, label: &str, server: &str, l: &Value) {
+    let lat = &l["latency_us"];
+    let rss = f(&l["server_rss_kib"]).map(|k| format!("{:.0}", k / 1024.0));
+    let bus = match (f(&l["server_bus_messages"]), f(&l["published_total"])) {
+        (Some(read), Some(sent)) if sent > 0.0 => format!("{:.2}", 100.0 * read / sent),
+        _ => "–".into(),
+    };
+    let _ = writeln!(
+        out,
+        "| {label} | {server} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {bus} | {} | {} | {} | {} | {} |",
+        thousands(&l["measured_clients"]),
+        num(&l["publish_rate"], 0),
+        thousands(&l["msgs_per_s"]),
+        pct_ratio(&l["delivery_ratio"]),
+        ms(&lat["p50"]),
+        ms(&lat["p99"]),
+        ms(&lat["p999"]),
+        ms(&lat["max"]),
+        thousands(&l["gaps"]),
+        num(&l["server_cpu_pct"], 0),
+        num(&l["server_cpu_us_per_msg"], 2),
+        rss.unwrap_or_else(|| "–".into()),
+        num(&l["loadgen_cpu_pct"], 0),
+        num(&l["machine_busy_pct"], 0),
+    );
+}
+
+pub fn render(input: &Input) -> String {
+    let map = by_label(&input.lines);
+    let get = |label: &str, server: &str| map.get(&(label.to_owned(), server.to_owned()));
+    let mut labels: Vec<String> = Vec::new();
+    for line in &input.lines {
+        let label = line["label"].as_str().unwrap_or("").to_owned();
+        if !labels.contains(&label) {
+            labels.push(label);
+        }
+    }
+    let mut out = String::new();
+    let _ = writeln!(out, "# Gateway benchmark: ours vs a Node socket.io peer\n");
+    let _ = writeln!(
+        out,
+        "Generated by `bench/run.sh` from `{}` ({} runs). What each number means, how \
+         it is measured and the analysis of these results: `bench/README.md`.\n",
+        input.results_path,
+        input.lines.len()
+    );
+    let _ = writeln!(out, "## Machine\n");
+    let _ = writeln!(out, "| | |\n|---|---|");
+    for (k, v) in machine() {
+        let _ = writeln!(out, "| {k} | {v} |");
+    }
+    if let Some(first) = input.lines.first() {
+        let _ = writeln!(
+            out,
+            "| load average (1 min) when the first run started | {} |",
+            num(&first["loadavg_1m_at_start"], 2)
+        );
+    }
+    for note in &input.notes {
+        let _ = writeln!(out, "| note | {note} |");
+    }
+    let _ = writeln!(
+        out,
+        "\nThe load generator, the server under test and nats-server share the same \
+         cores, and this machine is shared with other developers' builds and tests: \
+         the `machine busy %` column says how saturated it was during each window. \
+         Treat single numbers as noisy; ratios measured minutes apart are more stable \
+         than absolute values.\n"
+    );
+
+    // Fan-out.
+    let _ = writeln!(out, "## Fan-out: quotes to subscribed WebSocket clients\n");
+    let _ = writeln!(
+        out,
+        "Every client subscribes to `quotes`; the load generator publishes to NATS and \
+         measures publish-to-receipt latency of the quotes published during the \
+         window. `delivered %` is received / (published in the window × clients); \
+         `read from bus %` is what our gateway's relay read from JetStream over what \
+         was published (its `gateway_bus_messages_total`): quotes lost before the \
+         fan-out.\n"
+    );
+    out.push_str(FANOUT_COLUMNS);
+    let mut any = false;
+    for label in &labels {
+        let ours = get(label, "ours");
+        let node = get(label, "node");
+        fn fanout(l: Option<&Value>) -> Option<&Value> {
+            l.filter(|l| l["mode"] == "fanout" && l["transport"] == "websocket")
+                .filter(|l| l["slow_clients"].as_u64() == Some(0))
+        }
+        if fanout(ours).is_none() && fanout(node).is_none() {
+            continue;
+        }
+        any = true;
+        for (server, line) in [
+            ("ours", ours),
+            ("node", node),
+            ("ceiling", get(label, "ceiling")),
+        ] {
+            if let Some(l) = fanout(line) {
+                fanout_row(&mut out, label, server, l);
+            }
+        }
+        if let (Some(o), Some(n)) = (fanout(ours), fanout(node)) {
+            let _ = writeln!(
+                out,
+                "| {label} | **ours/node** | | | **{}** | | | {} | | | | | | {} | {} | | |",
+                ratio(f(&o["msgs_per_s"]), f(&n["msgs_per_s"])),
+                ratio(f(&o["latency_us"]["p99"]), f(&n["latency_us"]["p99"])),
+                ratio(
+                    f(&o["server_cpu_us_per_msg"]),
+                    f(&n["server_cpu_us_per_msg"])
+                ),
+                ratio(f(&o["server_rss_kib"]), f(&n["server_rss_kib"])),
+            );
+        }
+    }
+    if !any {
+        let _ = writeln!(out, "| (no fan-out runs) ||||||||||||||||| ");
+    }
+
+    // Other transports and the slow client.
+    let others: Vec<(&String, &str, &Value)> = labels
+        .iter()
+        .flat_map(|label| {
+            ["ours", "node"]
+                .into_iter()
+                .filter_map(move |s| get(label, s).map(|l| (label, s, l)))
+        })
+        .filter(|(_, _, l)| {
+            l["mode"] == "fanout"
+                && (l["transport"] != "websocket" || l["slow_clients"].as_u64() != Some(0))
+        })
+        .collect();
+    if !others.is_empty() {
+        let _ = writeln!(
+            out,
+            "\n## Long-polling, and a slow client among fast ones\n"
+        );
+        let _ = writeln!(
+            out,
+            "`slow` rows: one more client subscribes and then never reads (4 KiB receive \
+             buffer); the numbers are those of its fast neighbours, to compare with the \
+             plain row of the same client count.\n"
+        );
+        out.push_str(FANOUT_COLUMNS);
+        for (label, server, l) in others {
+            fanout_row(&mut out, label, server, l);
+        }
+    }
+
+    // Idle memory.
+    let idle: Vec<_> = labels
+        .iter()
+        .flat_map(|label| {
+            ["ours", "node"]
+                .into_iter()
+                .filter_map(move |s| get(label, s).map(|l| (label, s, l)))
+        })
+        .filter(|(_, _, l)| l["mode"] == "idle")
+        .collect();
+    if !idle.is_empty() {
+        let _ = writeln!(out, "\n## Idle connections: memory\n");
+        let _ = writeln!(
+            out,
+            "Subscribed to quotes, nothing published. RSS per connection = (RSS after the \
+             ramp and a settle period − RSS before) / connections held.\n"
+        );
+        let _ = writeln!(
+            out,
+            "| scenario | server | asked | held | failures | RSS before MiB | RSS after MiB | KiB per connection | ramp s |\n|---|---|--:|--:|--:|--:|--:|--:|--:|"
+        );
+        for (label, server, l) in idle {
+            let mib = |v: &Value| {
+                f(v).map(|k| format!("{:.0}", k / 1024.0))
+                    .unwrap_or_else(|| "–".into())
+            };
+            let _ = writeln!(
+                out,
+                "| {label} | {server} | {} | {} | {} | {} | {} | {} | {} |",
+                thousands(&l["clients"]),
+                thousands(&l["ready"]),
+                f(&l["connect_failures"]).unwrap_or(0.0) + f(&l["auth_failures"]).unwrap_or(0.0),
+                mib(&l["server_rss_before_kib"]),
+                mib(&l["server_rss_after_kib"]),
+                num(&l["server_rss_per_conn_kib"], 1),
+                num(&l["ramp_s"], 1),
+            );
+        }
+    }
+
+    // Connect rate.
+    let connect: Vec<_> = labels
+        .iter()
+        .flat_map(|label| {
+            ["ours", "node"]
+                .into_iter()
+                .filter_map(move |s| get(label, s).map(|l| (label, s, l)))
+        })
+        .filter(|(_, _, l)| l["mode"] == "connect")
+        .collect();
+    if !connect.is_empty() {
+        let _ = writeln!(out, "\n## Connect rate (WebSocket, JWT auth)\n");
+        let _ = writeln!(
+            out,
+            "Time from TCP connect to the namespace `40` ack, at most `max_inflight` \
+             handshakes in flight, no pacing.\n"
+        );
+        let _ = writeln!(
+            out,
+            "| scenario | server | connections | handshakes/s | p50 ms | p99 ms | server CPU % | server CPU µs/handshake | loadgen CPU % | machine busy % |\n|---|---|--:|--:|--:|--:|--:|--:|--:|--:|"
+        );
+        for (label, server, l) in connect {
+            let _ = writeln!(
+                out,
+                "| {label} | {server} | {} | {} | {} | {} | {} | {} | {} | {} |",
+                thousands(&l["ready"]),
+                thousands(&l["handshakes_per_s"]),
+                ms(&l["handshake_us"]["p50"]),
+                ms(&l["handshake_us"]["p99"]),
+                num(&l["server_cpu_pct"], 0),
+                num(&l["server_cpu_us_per_handshake"], 0),
+                num(&l["loadgen_cpu_pct"], 0),
+                num(&l["machine_busy_pct"], 0),
+            );
+        }
+    }
+
+    targets(&mut out, &map);
+    out
+}
+
+fn targets(out: &mut String, map: &BTreeMap<Key, Value>) {
+    let get = |label: &str, server: &str| map.get(&(label.to_owned(), server.to_owned()));
+    let mut rows: Vec<(String, String, String)> = Vec::new();
+    let verdict = |ok: Option<bool>| match ok {
+        Some(true) => "met".to_owned(),
+        Some(false) => "**not met**".to_owned(),
+        None => "not measured".to_owned(),
+    };
+    let delivery = |l: &Value| f(&l["delivery_ratio"]);
+    let p99 = |l: &Value| f(&l["latency_us"]["p99"]);
+
+    let o3 = get("fanout-3000", "ours");
+    let ok =
+        o3.map(|l| delivery(l).unwrap_or(0.0) >= 0.999 && p99(l).unwrap_or(f64::MAX) <= 100_000.0);
+    rows.push((
+        "3,000 clients × 100 quotes/s: ≥ 99.9 % delivered, p99 ≤ 100 ms".into(),
+        o3.map(|l| {
+            format!(
+                "{} % delivered, p99 {} ms",
+                pct_ratio(&l["delivery_ratio"]),
+                ms(&l["latency_us"]["p99"])
+            )
+        })
+        .unwrap_or_default(),
+        verdict(ok),
+    ));
+
+    let (o6, n6) = (get("fanout-6000", "ours"), get("fanout-6000", "node"));
+    let ok = match (o6, n6) {
+        (Some(o), Some(n)) => Some(
+            delivery(o).unwrap_or(0.0) >= 0.99
+                && f(&o["msgs_per_s"]).unwrap_or(0.0)
+                    >= 3.0 * f(&n["msgs_per_s"]).unwrap_or(f64::MAX),
+        ),
+        (Some(o), None) => Some(delivery(o).unwrap_or(0.0) >= 0.99).filter(|ok| !ok),
+        _ => None,
+    };
+    rows.push((
+        "6,000 clients × 100 quotes/s: ≥ 99 % delivered and ≥ 3× Node's msgs/s".into(),
+        match (o6, n6) {
+            (Some(o), Some(n)) => format!(
+                "{} % delivered; {} vs {} msgs/s ({})",
+                pct_ratio(&o["delivery_ratio"]),
+                thousands(&o["msgs_per_s"]),
+                thousands(&n["msgs_per_s"]),
+                ratio(f(&o["msgs_per_s"]), f(&n["msgs_per_s"]))
+            ),
+            (Some(o), None) => format!(
+                "{} % delivered; Node not run",
+                pct_ratio(&o["delivery_ratio"])
+            ),
+            _ => String::new(),
+        },
+        verdict(ok),
+    ));
+
+    let (o1, n1) = (get("fanout-1000", "ours"), get("fanout-1000", "node"));
+    let ok = match (o1, n1) {
+        (Some(o), Some(n)) => Some(p99(o).unwrap_or(f64::MAX) <= p99(n).unwrap_or(0.0)),
+        _ => None,
+    };
+    rows.push((
+        "1,000 clients: p99 no worse than Node".into(),
+        match (o1, n1) {
+            (Some(o), Some(n)) => format!(
+                "{} ms vs {} ms",
+                ms(&o["latency_us"]["p99"]),
+                ms(&n["latency_us"]["p99"])
+            ),
+            _ => String::new(),
+        },
+        verdict(ok),
+    ));
+
+    let idle = get("idle-10000", "ours");
+    let ok = idle.map(|l| {
+        l["ready"].as_u64() == l["clients"].as_u64()
+            && f(&l["server_rss_per_conn_kib"]).unwrap_or(f64::MAX) <= 20.0
+    });
+    rows.push((
+        "10,000 connections held, ≤ 20 KiB RSS per idle connection".into(),
+        idle.map(|l| {
+            format!(
+                "{} held, {} KiB each",
+                thousands(&l["ready"]),
+                num(&l["server_rss_per_conn_kib"], 1)
+            )
+        })
+        .unwrap_or_default(),
+        verdict(ok),
+    ));
+
+    let cpu: Vec<(String, f64)> = ["fanout-100", "fanout-1000", "fanout-3000", "fanout-6000"]
+        .iter()
+        .filter_map(|label| {
+            let l = get(label, "ours")?;
+            Some((
+                label.trim_start_matches("fanout-").to_owned(),
+                f(&l["server_cpu_us_per_msg"])?,
+            ))
+        })
+        .collect();
+    let ok = (cpu.len() >= 2).then(|| {
+        let max = cpu.iter().map(|c| c.1).fold(f64::MIN, f64::max);
+        let min = cpu.iter().map(|c| c.1).fold(f64::MAX, f64::min);
+        max <= 1.5 * min
+    });
+    rows.push((
+        "CPU per delivered message flat (max ≤ 1.5 × min over 100…6,000 clients)".into(),
+        cpu.iter()
+            .map(|(n, us)| format!("{n}: {us:.2} µs"))
+            .collect::<Vec<_>>()
+            .join(", "),
+        verdict(ok),
+    ));
+
+    let _ = writeln!(out, "\n## Targets\n");
+    let _ = writeln!(out, "| target | measured (ours) | verdict |\n|---|---|---|");
+    for (target, measured, verdict) in rows {
+        let _ = writeln!(out, "| {target} | {measured} | {verdict} |");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn renders_tables_and_verdicts() {
+        let line = |server: &str, msgs: f64, p99: u64| {
+            json!({"mode": "fanout", "label": "fanout-1000", "server": server, "transport": "websocket",
+                   "slow_clients": 0, "measured_clients": 1000, "publish_rate": 100.0,
+                   "msgs_per_s": msgs, "delivery_ratio": 1.0, "gaps": 0,
+                   "latency_us": {"p50": 1000, "p99": p99, "p999": p99, "max": p99},
+                   "server_cpu_us_per_msg": 3.0, "server_rss_kib": 40960})
+        };
+        let input = Input {
+            results_path: "x.jsonl".into(),
+            lines: vec![line("ours", 100_000.0, 5000), line("node", 50_000.0, 9000)],
+            notes: vec!["test".into()],
+        };
+        let md = render(&input);
+        assert!(md.contains("| fanout-1000 | ours | 1,000 | 100 | 100,000 | 100.000 | 1.0 | 5.0 |"));
+        assert!(md.contains("**2.00×**"));
+        assert!(md.contains("| 1,000 clients: p99 no worse than Node | 5.0 ms vs 9.0 ms | met |"));
+        assert!(md.contains("not measured"));
+    }
+}
