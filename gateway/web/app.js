@@ -373,6 +373,7 @@
     sock.onerror = function () { /* a close event always follows */ };
     sock.onclose = function (ev) {
       if (id !== wsSeq) return;
+      clearTimeout(helloTimer);
       ws = null;
       stopHeartbeat();
       onSocketClosed(ev.code, ev.reason || '');
@@ -381,6 +382,7 @@
 
   function stopSocket() {
     stopHeartbeat();
+    clearTimeout(helloTimer);
     if (ws) {
       var s = ws;
       ws = null;

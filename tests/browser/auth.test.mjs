@@ -84,9 +84,17 @@ test('a garbage token: "Authentication failed: UNAUTHORIZED" and the token form'
 
 test('an expired token: "Token expired" and the token form', async (t) => {
   await withPage(t, 'auth-expired', async (gw, page) => {
+    await page.clock.install();   // to jump ahead past every timer of the page below
     const expired = mintToken({ secret: SECRET, ttl: -60 });
     await page.goto(`${gw.url}/#token=${expired}`, { waitUntil: 'domcontentloaded' });
     await expectRefused(page, 'Token expired');
+
+    // The refusal is final: a minute later no timer has retried or cleared it.
+    await page.clock.fastForward(60_000);
+    await page.evaluate(() => new Promise((r) => setTimeout(r, 50)));
+    assert.equal(await page.getAttribute('#conn-state', 'data-state'), 'auth-failed');
+    assert.equal(await page.textContent('#auth-error'), 'Token expired');
+    assert.equal(await page.evaluate(() => window.__dashboard.state().attempt), 0);
 
     // An empty submit is stopped by the form (required field), without a connection attempt.
     await page.click('#auth-form button[type="submit"]');

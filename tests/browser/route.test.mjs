@@ -167,3 +167,35 @@ test('margin level: warning colour under 200 %, danger under 100 %', async (t) =
     assert.deepEqual(problems, [], `console errors/warnings or page errors:\n${problems.join('\n')}`);
   });
 });
+
+test('a socket that opens but never says `connected` is given up and retried', async (t) => {
+  const gw = await startGateway();
+  t.after(() => gw.stop());
+  const b = await openBrowser();
+  t.after(() => b.close());
+  const { page, problems } = b;
+
+  // The first socket is answered by the test itself, which stays silent.
+  let sockets = 0;
+  let firstClosed = false;
+  await page.routeWebSocket(isWs, (ws) => {
+    sockets++;
+    if (sockets > 1) ws.connectToServer();
+    else ws.onClose(() => { firstClosed = true; });
+  });
+
+  await withDiagnostics('hello-timeout', page, [gw], async () => {
+    await page.clock.install();
+    await page.goto(`${gw.url}/#token=${gw.token}`, { waitUntil: 'domcontentloaded' });
+    await waitFor(() => sockets === 1, { message: 'the first socket' });
+    await page.waitForSelector('#conn-state[data-state="connecting"]', { timeout: T_LONG });
+    assert.equal(firstClosed, false);
+    // Past the page's patience (15 s): it closes the silent socket and, after
+    // the first backoff, opens another, which reaches the gateway.
+    await page.clock.fastForward(30_000);
+    await waitFor(() => firstClosed, { message: 'the page to close the silent socket' });
+    await page.waitForSelector('#conn-state[data-state="live"]', { timeout: T_LONG });
+    assert.equal(sockets, 2);
+    assert.deepEqual(problems, [], `console errors/warnings or page errors:\n${problems.join('\n')}`);
+  });
+});
