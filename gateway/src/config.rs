@@ -145,6 +145,13 @@ pub struct Config {
     #[arg(long, env = "SOCKET_BUFFER", default_value_t = 128)]
     pub socket_buffer: usize,
 
+    /// Kernel send buffer of each connection, in bytes (SO_SNDBUF; 0 leaves
+    /// it to the kernel, which grows it to megabytes). Small, so that a
+    /// client that stops reading pushes back within seconds and is cut off
+    /// as a slow consumer rather than hidden behind megabytes of buffers.
+    #[arg(long, env = "TCP_SEND_BUFFER", default_value_t = 64 * 1024)]
+    pub tcp_send_buffer: usize,
+
     /// Seconds an entry must have been written before it counts as
     /// delivered in the session checkpoint (see `delivery`).
     #[arg(long, env = "DELIVERY_SETTLE_SECS", default_value_t = 2)]

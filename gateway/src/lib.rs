@@ -94,6 +94,14 @@ pub async fn run(
 ) -> Result<(), StartError> {
     // Connections.
     let verifier = verifier(&config)?;
+    if config.tcp_send_buffer > 0 {
+        // Accepted connections inherit the listener's buffer size.
+        if let Err(e) =
+            socket2::SockRef::from(&listener).set_send_buffer_size(config.tcp_send_buffer)
+        {
+            tracing::warn!(error = %e, "TCP_SEND_BUFFER not applied");
+        }
+    }
     let tls = match (&config.tls_cert_file, &config.tls_key_file) {
         (Some(cert), Some(key)) => Some(tls::acceptor(cert, key)?),
         _ => None,

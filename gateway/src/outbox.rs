@@ -76,6 +76,7 @@ impl Outbox {
             None => {
                 if inner.events >= self.event_limit {
                     inner.closing = Some(Closing::SlowConsumer);
+                    crate::metrics::client_cut_off("slow_consumer");
                     drop(inner);
                     self.ready.notify_one();
                     return false;

@@ -6,6 +6,14 @@
 //! bounded queue is full) the frame goes back to the outbox, where newer
 //! state values replace it, and the writer retries shortly. When the client
 //! must go, it gets `disconnected {reason, reconnect}` first.
+//!
+//! A client that stops reading fills the kernel's buffers, and a plain
+//! WebSocket write then waits. Once such a client is told to go (its
+//! outbox overflowed, or a drain), the write in progress and the goodbye
+//! get [`GOODBYE_PATIENCE`] each: a client that reads again in time gets
+//! everything written so far, then `disconnected`, then the close; one that
+//! does not is dropped. Its outbox is closed meanwhile, so it holds no
+//! more memory than the frames already handed to the socket.
 
 use crate::client::Client;
 use crate::frame::Frame;
@@ -18,8 +26,11 @@ use std::time::Duration;
 
 /// How long to wait before retrying a socket whose queue is full.
 const BUSY_RETRY: Duration = Duration::from_millis(5);
-/// How long a goodbye may wait for room in a full socket queue.
-const GOODBYE_PATIENCE: Duration = Duration::from_secs(1);
+/// How long a client that must go is given to take the write in progress,
+/// and then its goodbye, before it is dropped.
+pub const GOODBYE_PATIENCE: Duration = Duration::from_secs(3);
+/// How long closing the socket may take after the goodbye.
+const CLOSE_PATIENCE: Duration = Duration::from_secs(1);
 
 /// The outcome of handing one frame to a socket.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -42,21 +53,30 @@ pub async fn run<S: FrameSink>(client: Arc<Client>, mut sink: S) {
     let expiry = tokio::time::sleep(expires_in);
     tokio::pin!(expiry);
     loop {
-        if !drain_queue(&client, &mut sink).await {
+        let open = drain_queue(&client, &mut sink).await;
+        if let Some(closing) = client.outbox.closing() {
+            let farewell = match closing {
+                Closing::Gone => None,
+                Closing::SlowConsumer => {
+                    tracing::info!(
+                        client = client.id,
+                        user = %client.identity.user,
+                        transport = client.transport,
+                        "slow consumer cut off"
+                    );
+                    Some(("Slow consumer: too far behind".to_owned(), true))
+                }
+                Closing::Told { reason, reconnect } => Some((reason, reconnect)),
+            };
+            match farewell {
+                Some((reason, reconnect)) if open => goodbye(&mut sink, &reason, reconnect).await,
+                Some(_) => close(&mut sink).await,
+                None => {}
+            }
             client.gone();
             return;
         }
-        if let Some(closing) = client.outbox.closing() {
-            match closing {
-                Closing::Gone => {}
-                Closing::SlowConsumer => {
-                    metrics::client_cut_off("slow_consumer");
-                    goodbye(&mut sink, "Slow consumer: too far behind", true).await;
-                }
-                Closing::Told { reason, reconnect } => {
-                    goodbye(&mut sink, &reason, reconnect).await;
-                }
-            }
+        if !open {
             client.gone();
             return;
         }
@@ -70,43 +90,190 @@ pub async fn run<S: FrameSink>(client: Arc<Client>, mut sink: S) {
     }
 }
 
-/// Writes until the outbox is empty. False when the socket is gone.
+/// Writes until the outbox is empty. False when the socket is gone, or
+/// stuck past the patience given to a client that must go.
 async fn drain_queue<S: FrameSink>(client: &Client, sink: &mut S) -> bool {
     let mut wrote = false;
+    let mut busy_since = None;
     while let Some(frame) = client.outbox.pop() {
-        match sink.send(&frame).await {
-            Sent::Ok => {
+        match unless_stuck(client, sink.send(&frame)).await {
+            Some(Sent::Ok) => {
                 client.wrote(&frame);
                 wrote = true;
+                busy_since = None;
             }
-            Sent::Closed => return false,
-            Sent::Busy => {
+            Some(Sent::Closed) | None => return false,
+            Some(Sent::Busy) => {
                 client.outbox.unpop(frame);
-                if wrote && sink.flush().await == Sent::Closed {
+                if wrote && unless_stuck(client, sink.flush()).await != Some(Sent::Ok) {
                     return false;
                 }
                 wrote = false;
+                if client.outbox.closing().is_some() {
+                    let since = *busy_since.get_or_insert_with(tokio::time::Instant::now);
+                    if since.elapsed() >= GOODBYE_PATIENCE {
+                        return false;
+                    }
+                }
                 tokio::time::sleep(BUSY_RETRY).await;
             }
         }
     }
-    !wrote || sink.flush().await != Sent::Closed
+    !wrote || unless_stuck(client, sink.flush()).await == Some(Sent::Ok)
 }
 
+/// Runs a socket operation. If the client is told to go while it waits (a
+/// full socket), the operation gets [`GOODBYE_PATIENCE`] more; `None` if
+/// it does not finish within it.
+async fn unless_stuck<T>(client: &Client, operation: impl Future<Output = T>) -> Option<T> {
+    tokio::pin!(operation);
+    loop {
+        tokio::select! {
+            done = &mut operation => return Some(done),
+            _ = client.outbox.wait() => {
+                if client.outbox.closing().is_some() {
+                    return tokio::time::timeout(GOODBYE_PATIENCE, operation).await.ok();
+                }
+            }
+        }
+    }
+}
+
+/// Sends `disconnected` (retrying a full Socket.IO queue, waiting for a
+/// full socket) for at most [`GOODBYE_PATIENCE`], then closes.
 async fn goodbye<S: FrameSink>(sink: &mut S, reason: &str, reconnect: bool) {
     let frame = Frame::control(
         "disconnected",
         &json!({ "reason": reason, "reconnect": reconnect }),
     );
-    let deadline = tokio::time::Instant::now() + GOODBYE_PATIENCE;
-    while sink.send(&frame).await == Sent::Busy && tokio::time::Instant::now() < deadline {
-        tokio::time::sleep(BUSY_RETRY).await;
+    let said = tokio::time::timeout(GOODBYE_PATIENCE, async {
+        loop {
+            match sink.send(&frame).await {
+                Sent::Busy => tokio::time::sleep(BUSY_RETRY).await,
+                Sent::Ok => return sink.flush().await == Sent::Ok,
+                Sent::Closed => return false,
+            }
+        }
+    })
+    .await;
+    if said.is_err() {
+        tracing::debug!(reason, "goodbye not delivered in time; closing anyway");
     }
-    sink.flush().await;
-    sink.close().await;
+    close(sink).await;
+}
+
+async fn close<S: FrameSink>(sink: &mut S) {
+    let _ = tokio::time::timeout(CLOSE_PATIENCE, sink.close()).await;
 }
 
 fn token_lifetime(expires_at: i64) -> Duration {
     let left = expires_at.saturating_sub(chrono::Utc::now().timestamp());
     Duration::from_secs(left.clamp(0, 10 * 365 * 24 * 3600) as u64)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::client::Admission;
+    use crate::state::AppState;
+    use protocol::Channel;
+    use std::sync::Mutex;
+    use tokio::sync::watch;
+
+    /// A socket whose reader can stop: sends wait while `reading` is false.
+    struct Socket {
+        reading: watch::Receiver<bool>,
+        events: Arc<Mutex<Vec<String>>>,
+    }
+
+    impl FrameSink for Socket {
+        async fn send(&mut self, frame: &Frame) -> Sent {
+            let _ = self.reading.wait_for(|r| *r).await;
+            self.events.lock().unwrap().push(frame.event.to_owned());
+            Sent::Ok
+        }
+        async fn flush(&mut self) -> Sent {
+            Sent::Ok
+        }
+        async fn close(&mut self) {
+            let _ = self.reading.wait_for(|r| *r).await;
+            self.events.lock().unwrap().push("close".to_owned());
+        }
+    }
+
+    struct Setup {
+        app: Arc<AppState>,
+        client: Arc<Client>,
+        reading: watch::Sender<bool>,
+        events: Arc<Mutex<Vec<String>>>,
+        writer: tokio::task::JoinHandle<()>,
+    }
+
+    /// A client (queue limit 5) whose writer runs on a [`Socket`] that is
+    /// not read yet.
+    fn setup() -> Setup {
+        let mut config = crate::config::Config::for_tests();
+        config.client_queue_limit = 5;
+        let app = AppState::for_tests(config);
+        let identity = crate::auth::Identity {
+            user: "u".into(),
+            account: "demo".into(),
+            allowed: Channel::ALL.to_vec(),
+            expires_at: i64::MAX,
+        };
+        let admission = Admission {
+            id: app.next_client_id(),
+            identity,
+            session: "s".into(),
+            resumed: None,
+        };
+        let client = Client::connect(&app, admission, "test");
+        let (reading, rx) = watch::channel(false);
+        let events = Arc::new(Mutex::new(Vec::new()));
+        let socket = Socket {
+            reading: rx,
+            events: events.clone(),
+        };
+        let writer = tokio::spawn(run(client.clone(), socket));
+        Setup {
+            app,
+            client,
+            reading,
+            events,
+            writer,
+        }
+    }
+
+    fn overflow(client: &Client) {
+        for seq in 1..=10 {
+            let log = Frame::from_bus(Channel::Logs, None, b"{}", Some(seq)).unwrap();
+            client.outbox.push(Arc::new(log));
+        }
+        assert_eq!(client.outbox.closing(), Some(Closing::SlowConsumer));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_slow_consumer_that_reads_again_gets_its_goodbye() {
+        let s = setup();
+        tokio::time::sleep(Duration::from_millis(10)).await;
+        overflow(&s.client);
+        tokio::time::sleep(GOODBYE_PATIENCE / 2).await;
+        s.reading.send_replace(true);
+        s.writer.await.unwrap();
+        let events = s.events.lock().unwrap().clone();
+        assert_eq!(events, ["connected", "disconnected", "close"]);
+        assert_eq!(s.app.client_count(), 0, "the client is gone");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_slow_consumer_that_never_reads_is_dropped() {
+        let s = setup();
+        tokio::time::sleep(Duration::from_millis(10)).await;
+        overflow(&s.client);
+        let started = tokio::time::Instant::now();
+        s.writer.await.unwrap();
+        assert!(started.elapsed() <= GOODBYE_PATIENCE + CLOSE_PATIENCE);
+        assert!(s.events.lock().unwrap().is_empty(), "nothing got through");
+        assert_eq!(s.app.client_count(), 0, "the client is gone");
+    }
 }

@@ -5,6 +5,10 @@
 //! A bad token still gets the upgrade, then one `error` frame with the code
 //! and a close frame (1008) whose reason is the code: wscat and browsers
 //! show that, where a bare HTTP 401 would only say "unexpected response".
+//!
+//! Reading stops when the writer has closed the connection (after at most
+//! a second for the client's close answer), so a client that never reads
+//! or answers cannot keep its socket open.
 
 use crate::client::{self, Admission, Client};
 use crate::frame::Frame;
@@ -28,6 +32,8 @@ use std::sync::Arc;
 const POLICY_VIOLATION: u16 = 1008;
 /// Close code for a server going away (drain, slow consumer).
 const GOING_AWAY: u16 = 1001;
+/// How long a client has to answer the server's close.
+const CLOSE_GRACE: std::time::Duration = std::time::Duration::from_secs(1);
 
 #[derive(Deserialize)]
 struct Inbound {
@@ -91,10 +97,29 @@ async fn refuse(mut socket: WebSocket, refusal: ErrorPayload) {
 async fn serve(app: Arc<AppState>, admission: Admission, socket: WebSocket) {
     let client = Client::connect(&app, admission, "websocket");
     let (tx, mut rx) = socket.split();
-    app.writers
+    let mut writer = app
+        .writers
         .spawn(writer::run(client.clone(), WsSink { tx }));
     let max = app.config.max_payload_bytes;
-    while let Some(Ok(message)) = rx.next().await {
+    loop {
+        let message = tokio::select! {
+            message = rx.next() => message,
+            // The writer has closed (or given up on) the connection: read
+            // on until the client answers the close (so nothing unread
+            // turns the close into a reset), but not forever.
+            _ = &mut writer => {
+                let answered = async {
+                    while let Some(Ok(message)) = rx.next().await {
+                        if matches!(message, Message::Close(_)) {
+                            break;
+                        }
+                    }
+                };
+                let _ = tokio::time::timeout(CLOSE_GRACE, answered).await;
+                break;
+            }
+        };
+        let Some(Ok(message)) = message else { break };
         match message {
             Message::Text(text) if text.len() > max => {
                 client.handle("message", None, text.len());

@@ -210,3 +210,32 @@ pub fn event_seqs(lines: &[crate::Line]) -> Vec<(String, u64)> {
         .filter_map(|l| Some((l.event.clone(), l.data["seq"].as_u64()?)))
         .collect()
 }
+
+/// A process's resident set size in KiB (`VmRSS` in /proc/PID/status).
+pub fn rss_kib(pid: u32) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmRSS:"))?;
+    line.split_whitespace().nth(1)?.parse().ok()
+}
+
+/// The value of one Prometheus series (`name{labels}` exactly as
+/// rendered, or a bare name) in a `/metrics` body.
+pub fn metric(body: &str, series: &str) -> Option<f64> {
+    body.lines().filter(|l| !l.starts_with('#')).find_map(|l| {
+        l.strip_prefix(series)?
+            .strip_prefix(' ')?
+            .trim()
+            .parse()
+            .ok()
+    })
+}
+
+/// Percentile `p` (0..=100) of `values` (sorted in place).
+pub fn percentile(values: &mut [f64], p: f64) -> f64 {
+    if values.is_empty() {
+        return f64::NAN;
+    }
+    values.sort_by(|a, b| a.total_cmp(b));
+    let rank = ((p / 100.0) * (values.len() - 1) as f64).round() as usize;
+    values[rank.min(values.len() - 1)]
+}
