@@ -262,11 +262,13 @@ impl Client {
                 )
             }
             Verdict::Abusive => {
-                metrics::client_cut_off("abuse");
-                self.outbox.close(Closing::Told {
+                let first = self.outbox.close(Closing::Told {
                     reason: "Rate limit exceeded".into(),
                     reconnect: false,
                 });
+                if first {
+                    metrics::client_cut_off("abuse");
+                }
                 return json!({"error": "Rate limit exceeded", "code": ErrorCode::RateLimited});
             }
         }

@@ -142,13 +142,17 @@ impl Outbox {
     }
 
     /// Asks the writer to say goodbye and close. The first reason wins.
-    pub fn close(&self, closing: Closing) {
+    /// Asks the writer to say goodbye and stop. The first reason given
+    /// wins; true when this call was the first.
+    pub fn close(&self, closing: Closing) -> bool {
         let mut inner = self.lock();
-        if inner.closing.is_none() {
+        let first = inner.closing.is_none();
+        if first {
             inner.closing = Some(closing);
         }
         drop(inner);
         self.ready.notify_one();
+        first
     }
 
     pub fn closing(&self) -> Option<Closing> {
