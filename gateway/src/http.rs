@@ -4,9 +4,10 @@
 //!
 //! A draining replica answers 503 to every request that would open a new
 //! connection (a WebSocket upgrade, an Engine.IO handshake without `sid`),
-//! so a load balancer hands it to another replica; requests of the
-//! connections it still has (polling with a `sid`) go through, so those
-//! clients get their goodbye.
+//! and to Engine.IO requests for sessions it does not hold (instead of
+//! 400), so a load balancer hands them to another replica; requests of the
+//! polling sessions it still has go through, so those clients get their
+//! goodbye.
 
 use crate::state::AppState;
 use crate::{metrics, web, ws};
@@ -158,25 +159,41 @@ fn cors_layer(origins: &[String]) -> Option<CorsLayer> {
 
 /// While draining, new connections are refused with 503 (and `Retry-After`)
 /// before any handshake, so the load balancer retries another replica.
+/// Engine.IO requests for a session this replica does not hold (400,
+/// "Session ID unknown") also become 503: a client whose session another
+/// replica took while this one drains may be sent here by a balancer that
+/// pins client addresses to replicas, and must be passed on, not failed.
 async fn refuse_new_while_draining(
     State(app): State<Arc<AppState>>,
     request: Request,
     next: Next,
 ) -> Response {
-    if app.is_draining() && opens_connection(&request) {
-        let body = Json(json!({
-            "error": "Server is draining",
-            "details": "reconnect to another replica",
-            "code": protocol::ErrorCode::UpstreamUnavailable,
-        }));
-        return (
-            StatusCode::SERVICE_UNAVAILABLE,
-            [(header::RETRY_AFTER, "1")],
-            body,
-        )
-            .into_response();
+    if !app.is_draining() {
+        return next.run(request).await;
     }
-    next.run(request).await
+    if opens_connection(&request) {
+        return draining();
+    }
+    let engine_session = request.uri().path().starts_with("/socket.io");
+    let response = next.run(request).await;
+    if engine_session && response.status() == StatusCode::BAD_REQUEST {
+        return draining();
+    }
+    response
+}
+
+fn draining() -> Response {
+    let body = Json(json!({
+        "error": "Server is draining",
+        "details": "reconnect to another replica",
+        "code": protocol::ErrorCode::UpstreamUnavailable,
+    }));
+    (
+        StatusCode::SERVICE_UNAVAILABLE,
+        [(header::RETRY_AFTER, "1")],
+        body,
+    )
+        .into_response()
 }
 
 /// A WebSocket upgrade, or an Engine.IO request that starts a session (no

@@ -26,7 +26,7 @@ pub fn render(listen: &str, replicas: &[SocketAddr]) -> String {
         .unwrap_or_else(|e| panic!("cannot read {}: {e}", template_path().display()));
     let servers: Vec<String> = replicas
         .iter()
-        .map(|a| format!("server {a} max_fails=1 fail_timeout=5s;"))
+        .map(|a| format!("server {a} max_fails=0;"))
         .collect();
     let rendered = template
         .replace("${GATEWAY_LISTEN}", listen)
@@ -133,7 +133,18 @@ impl Drop for Nginx {
         if std::thread::panicking() {
             eprintln!(
                 "----- nginx error.log, last lines -----\n{}\n----- end of nginx error.log -----",
-                crate::procs::tail(&self.error_log(), 30)
+                crate::procs::tail(&self.error_log(), 60)
+            );
+            // The requests that did not simply succeed on their first replica.
+            let log = self.access_log();
+            let unusual: Vec<&str> = log
+                .lines()
+                .filter(|l| l.contains(", ") || !(l.contains("\" 200 ") || l.contains("\" 101 ")))
+                .take(40)
+                .collect();
+            eprintln!(
+                "----- nginx access.log, requests retried or refused -----\n{}\n----- end -----",
+                unusual.join("\n")
             );
         }
         // SIGTERM: the master stops its workers (a SIGKILLed master would
@@ -151,7 +162,8 @@ fn main_conf(dir: &Path) -> String {
         "worker_processes 1;
 events {{ worker_connections 1024; }}
 http {{
-    access_log {d}/access.log;
+    log_format upstreams '$msec $request_time \"$request\" $status upstream $upstream_addr $upstream_status';
+    access_log {d}/access.log upstreams;
     client_body_temp_path {d}/temp/client_body;
     proxy_temp_path {d}/temp/proxy;
     fastcgi_temp_path {d}/temp/fastcgi;

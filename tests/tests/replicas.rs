@@ -23,6 +23,24 @@ fn wait_for_log_after(client: &mut SioClient, seq: u64, timeout: Duration) -> u6
     }
 }
 
+/// The lines of `client` about its connection, for failure messages.
+fn connection_events(client: &mut SioClient) -> String {
+    let names = [
+        "connect",
+        "connected",
+        "connect_error",
+        "disconnect",
+        "disconnected",
+    ];
+    client
+        .lines()
+        .iter()
+        .filter(|l| names.contains(&l.event.as_str()))
+        .map(|l| l.raw.clone())
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
 /// The highest log/signal seq `client` has seen so far.
 fn max_seq(client: &mut SioClient) -> u64 {
     event_seqs(client.lines())
@@ -262,10 +280,19 @@ fn drained_replica_clients_resume_elsewhere_without_a_gap() {
 
     // Probe the draining replica's readiness until it is gone.
     let addr = cluster.replica(&target).addr();
+    // Probe the draining replica until it is gone: its readiness, and how
+    // it answers a polling request for a session it does not hold (400
+    // normally; 503 while draining, so that nginx passes it on).
     let probe = std::thread::spawn(move || {
         let mut seen = Vec::new();
-        while let Ok(r) = e2e_tests::http::try_get(addr, "/health/ready", &[]) {
-            seen.push((r.status, r.body));
+        let foreign = "/socket.io/?EIO=4&transport=polling&sid=NotAsessionOfOurs";
+        // In this order: a drain that has begun by the first request has
+        // begun by the second.
+        while let Ok(session) = e2e_tests::http::try_get(addr, foreign, &[]) {
+            let Ok(ready) = e2e_tests::http::try_get(addr, "/health/ready", &[]) else {
+                break;
+            };
+            seen.push((ready.status, ready.body, session.status));
             std::thread::sleep(Duration::from_millis(10));
         }
         seen
@@ -280,7 +307,10 @@ fn drained_replica_clients_resume_elsewhere_without_a_gap() {
     assert_ne!(hello["replica"], target.as_str(), "{hello}");
     let mut resumed_at = 0;
     for c in &mut sio {
-        let got = c.wait_event("disconnected", Duration::from_secs(20)).data;
+        let Some(got) = c.try_wait_event("disconnected", Duration::from_secs(20)) else {
+            panic!("no goodbye; connection events:\n{}", connection_events(c));
+        };
+        let got = got.data;
         assert_eq!(got, bye);
         c.wait_event("disconnect", Duration::from_secs(10));
         let hello = c.wait_event("connected", RESUME_TIMEOUT).data;
@@ -295,11 +325,23 @@ fn drained_replica_clients_resume_elsewhere_without_a_gap() {
         .expect("the drained replica exits");
     assert!(status.success(), "drained replica exit status {status}");
     let probes = probe.join().expect("probe thread");
+    let draining: Vec<_> = probes
+        .iter()
+        .filter(|(s, body, _)| *s == 503 && body.contains("\"draining\":true"))
+        .collect();
+    assert!(
+        !draining.is_empty(),
+        "readiness never reported the drain: {probes:?}"
+    );
+    assert!(
+        draining.iter().any(|(_, _, foreign)| *foreign == 503),
+        "a foreign polling session was not passed on while draining: {probes:?}"
+    );
     assert!(
         probes
             .iter()
-            .any(|(s, body)| *s == 503 && body.contains("\"draining\":true")),
-        "readiness never reported the drain: {probes:?}"
+            .all(|(s, _, foreign)| *s != 200 || *foreign == 400),
+        "a foreign polling session was not refused as usual before the drain: {probes:?}"
     );
 
     ws.read_past(resumed_at + 200, Duration::from_secs(20));
@@ -309,10 +351,21 @@ fn drained_replica_clients_resume_elsewhere_without_a_gap() {
         c.release();
         let t = c.finish(Duration::from_secs(20));
         t.assert_completed();
+        // Connected once, told goodbye, closed: nothing broke before the drain.
         let names = t.names();
         let bye_at = names.iter().position(|n| *n == "disconnected");
         let closed_at = names.iter().position(|n| *n == "disconnect");
         assert!(bye_at < closed_at, "goodbye after the close:\n{}", t.dump());
+        let connects_before = names[..closed_at.unwrap_or(0)]
+            .iter()
+            .filter(|n| **n == "connect")
+            .count();
+        assert_eq!(
+            connects_before,
+            1,
+            "reconnected before the drain:\n{}",
+            t.dump()
+        );
         match check_event_sequence(&event_seqs(&t.lines)) {
             Ok(s) => println!(
                 "{} over {}: seqs {}..={} ({} distinct, {} duplicates)",
@@ -336,4 +389,173 @@ fn drained_replica_clients_resume_elsewhere_without_a_gap() {
     assert!(problems.is_empty(), "{}", problems.join("\n\n"));
     let _ = before;
     cluster.assert_replicas_alive(&[&target]);
+}
+
+/// A session id is not a bearer credential: a second user who presents the
+/// first user's session id (socket.io-client through nginx, and a plain
+/// WebSocket straight to another replica) gets a fresh session, `resumed:
+/// false`, and none of the first user's channels or missed entries; the
+/// owner can still resume it.
+#[test]
+fn another_user_cannot_resume_a_session() {
+    let cluster = Cluster::start("70000003", 3, &[]);
+    let _ingestor = cluster.ingest(&[
+        "--logs-per-sec",
+        "50",
+        "--quotes-per-sec",
+        "50",
+        "--seed",
+        "13",
+    ]);
+    let alice = Plan::new(&cluster.nginx.http_url())
+        .token(&cluster.token("alice"))
+        .transports(&["websocket"])
+        .connected()
+        .subscribe(&["logs", "signals"])
+        .wait_for("logs_update", 10_000);
+    let t = SioClient::node(&alice).finish(Duration::from_secs(30));
+    t.assert_completed();
+    let session = t.first("connected").data["session"]
+        .as_str()
+        .expect("session")
+        .to_owned();
+    eventually(Duration::from_secs(10), || {
+        let record = cluster.stored_session(&session)?;
+        (record["channels"].as_array()?.len() == 2).then_some(())
+    })
+    .unwrap_or_else(|| panic!("alice's session {session} was never stored"));
+
+    // Bob presents alice's session id, then asks for quotes only.
+    let bob = Plan::new(&cluster.nginx.http_url())
+        .auth(json!({"token": cluster.token("bob"), "session": session}))
+        .transports(&["websocket"])
+        .connected()
+        .subscribe(&["quotes"])
+        .wait_for("quotes", 10_000);
+    let t = SioClient::node(&bob).finish(Duration::from_secs(30));
+    t.assert_completed();
+    let hello = &t.first("connected").data;
+    assert_eq!(hello["resumed"], false, "{hello}");
+    assert_ne!(hello["session"], session.as_str(), "{hello}");
+    let subscribed = t.all("subscribed");
+    assert_eq!(subscribed.len(), 1, "{}", t.dump());
+    assert_eq!(subscribed[0].data, json!({"channels": ["quotes"]}));
+    for event in ["logs_update", "signals_update"] {
+        assert_eq!(t.count(event), 0, "bob got alice's {event}:\n{}", t.dump());
+    }
+
+    // The same over a plain WebSocket, straight to another replica.
+    let bob_on = Cluster::index(hello["replica"].as_str().expect("replica"));
+    let other = &cluster.gateways[(bob_on + 1) % cluster.gateways.len()];
+    let mut ws = WsClient::connect(&format!(
+        "{}/ws?token={}&session={session}",
+        other.ws_url(),
+        cluster.token("bob")
+    ))
+    .expect("ws connect");
+    let hello = ws.wait_event("connected", Duration::from_secs(10));
+    assert_eq!(hello["resumed"], false, "{hello}");
+    assert_ne!(hello["session"], session.as_str(), "{hello}");
+    ws.send_event("subscribe", json!({"channels": ["quotes"]}));
+    let subscribed = ws.wait_event("subscribed", Duration::from_secs(10));
+    assert_eq!(subscribed, json!({"channels": ["quotes"]}));
+    ws.wait_event("quotes", Duration::from_secs(10));
+    assert!(
+        ws.events()
+            .iter()
+            .all(|(_, e, _)| *e != "logs_update" && *e != "signals_update"),
+        "bob got alice's entries:\n{}",
+        ws.dump()
+    );
+
+    // Alice herself still can.
+    let again = Plan::new(&cluster.nginx.http_url())
+        .auth(json!({"token": cluster.token("alice"), "session": session}))
+        .transports(&["websocket"])
+        .connected()
+        .wait_for("subscribed", 10_000)
+        .wait_for("logs_update", 10_000);
+    let t = SioClient::node(&again).finish(Duration::from_secs(30));
+    t.assert_completed();
+    assert_eq!(t.first("connected").data["resumed"], true, "{}", t.dump());
+    assert_eq!(t.first("connected").data["session"], session.as_str());
+}
+
+/// `MAX_CONNECTIONS_PER_USER=2` holds across replicas: with one connection
+/// on each of two replicas, a third (on the third replica, or through
+/// nginx; Socket.IO or plain WebSocket) is refused with `RATE_LIMITED`,
+/// while another user is let in; once one of the two closes, a new one is
+/// accepted.
+#[test]
+fn connection_cap_holds_across_replicas() {
+    let cluster = Cluster::start("70000004", 3, &[("MAX_CONNECTIONS_PER_USER", "2")]);
+    let token = cluster.token("carol");
+    let ws_on = |g: usize, token: &str| {
+        WsClient::connect(&format!(
+            "{}/ws?token={token}",
+            cluster.gateways[g].ws_url()
+        ))
+        .expect("ws connect")
+    };
+    let mut first = ws_on(0, &token);
+    first.wait_event("connected", Duration::from_secs(10));
+    let mut second = ws_on(1, &token);
+    second.wait_event("connected", Duration::from_secs(10));
+
+    // A third plain WebSocket, on the third replica: error, then close.
+    let mut third = ws_on(2, &token);
+    let refusal = third.wait_event("error", Duration::from_secs(10));
+    assert_eq!(refusal["code"], "RATE_LIMITED", "{refusal}");
+    let close = third.wait_close(Duration::from_secs(10));
+    assert_eq!(
+        close,
+        Some(Some((1008, "RATE_LIMITED".to_owned()))),
+        "{}",
+        third.dump()
+    );
+    assert!(third.events().iter().all(|(_, e, _)| *e != "connected"));
+
+    // A third Socket.IO client, through nginx: connect_error.
+    let refused = Plan::new(&cluster.nginx.http_url())
+        .token(&token)
+        .transports(&["websocket"])
+        .wait_any(&["connect", "connect_error"], 10_000);
+    let t = SioClient::node(&refused).finish(Duration::from_secs(30));
+    t.assert_completed();
+    assert_eq!(
+        t.first("connect_error").data["message"],
+        "RATE_LIMITED",
+        "{}",
+        t.dump()
+    );
+    assert_eq!(t.count("connected"), 0, "{}", t.dump());
+
+    // The cap is per user: someone else gets in.
+    let mut dave = WsClient::connect(&format!(
+        "{}/ws?token={}",
+        cluster.nginx.ws_url(),
+        cluster.token("dave")
+    ))
+    .expect("ws connect");
+    dave.wait_event("connected", Duration::from_secs(10));
+
+    // One of carol's two leaves: a new connection is accepted (the slot is
+    // freed as the replica notices the close).
+    first.close();
+    let accepted = eventually(Duration::from_secs(10), || {
+        let mut ws = ws_on(2, &token);
+        let hello = loop {
+            match ws.next(Duration::from_secs(5))? {
+                WsMsg::Event { event, data } if event == "connected" => break data,
+                WsMsg::Event { event, .. } if event == "error" => return None,
+                WsMsg::Close(_) => return None,
+                _ => {}
+            }
+        };
+        Some((ws, hello))
+    });
+    let (_ws, hello) = accepted.expect("a connection after one of two closed");
+    assert_eq!(hello["replica"], "gw-3", "{hello}");
+    second.send_event("heartbeat", json!({"timestamp": 1}));
+    second.wait_event("heartbeat_ack", Duration::from_secs(10));
 }
