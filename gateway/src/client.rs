@@ -21,6 +21,8 @@ use std::time::{Duration, Instant};
 
 /// How long a connection counts against its user's cap without a refresh.
 pub const CONNECTION_TTL: Duration = Duration::from_secs(30);
+/// How long a replay waits for the writer to make room in the outbox.
+const REPLAY_PAUSE: Duration = Duration::from_millis(5);
 
 /// A connection that passed authentication and the connection cap, with
 /// the session it starts or resumes. Made before the transport says yes.
@@ -186,33 +188,61 @@ impl Client {
         let client = self.clone();
         tokio::spawn(async move {
             for (channel, after) in replays {
-                let mut upto = after;
-                match crate::relay::history(&client.app, &client.identity.account, channel, after)
-                    .await
-                {
-                    Ok(frames) => {
-                        for frame in frames {
-                            upto = upto.max(frame.seq.unwrap_or(0));
-                            client.outbox.push(frame);
-                        }
-                    }
-                    Err(e) => {
-                        tracing::warn!(error = %e, %channel, "cannot replay missed entries");
-                        client.error(
-                            ErrorCode::UpstreamUnavailable,
-                            "Missed entries could not be replayed",
-                            format!("{channel} history is unavailable right now"),
-                        );
-                    }
+                if !client.replay(channel, after).await {
+                    return;
                 }
-                client.app.rooms.finish_catch_up(
-                    &client.identity.account,
-                    channel,
-                    client.id,
-                    upto,
-                );
             }
         });
+    }
+
+    /// Queues a channel's entries after `after`: first from the store, then
+    /// those held back meanwhile, batch by batch, never filling more than
+    /// half the outbox, so that a long absence is caught up at the socket's
+    /// pace instead of overflowing the queue; then the member goes live.
+    /// False if the client left meanwhile.
+    async fn replay(&self, channel: Channel, after: u64) -> bool {
+        let account = &self.identity.account;
+        let room = (self.app.config.client_queue_limit / 2).max(1);
+        let mut upto = after;
+        let mut batch = match crate::relay::history(&self.app, account, channel, after).await {
+            Ok(frames) => frames,
+            Err(e) => {
+                tracing::warn!(error = %e, %channel, "cannot replay missed entries");
+                self.error(
+                    ErrorCode::UpstreamUnavailable,
+                    "Missed entries could not be replayed",
+                    format!("{channel} history is unavailable right now"),
+                );
+                Vec::new()
+            }
+        };
+        loop {
+            // A big batch took a while: more may have been held back.
+            let more = batch.len() >= room;
+            for frame in batch {
+                if frame.seq.is_some_and(|s| s <= upto) {
+                    continue;
+                }
+                upto = upto.max(frame.seq.unwrap_or(0));
+                while self.outbox.len() >= room {
+                    if self.outbox.closing().is_some() {
+                        return false;
+                    }
+                    tokio::time::sleep(REPLAY_PAUSE).await;
+                }
+                if !self.outbox.push(frame) {
+                    return false;
+                }
+            }
+            if !more {
+                break;
+            }
+            batch = self.app.rooms.take_held(account, channel, self.id);
+        }
+        self.app
+            .rooms
+            .finish_catch_up(account, channel, self.id, upto);
+        true
     }
 
     fn joined(&self) -> MutexGuard<'_, [bool; 6]> {
@@ -519,6 +549,50 @@ mod tests {
                 )
             })
             .collect()
+    }
+
+    #[tokio::test]
+    async fn a_replay_longer_than_the_queue_is_paced_not_cut_off() {
+        let mut config = Config::for_tests();
+        config.client_queue_limit = 10;
+        let app = AppState::for_tests(config);
+        let log = |seq| Arc::new(Frame::from_bus(Channel::Logs, None, b"{}", Some(seq)).unwrap());
+        for seq in 1..=100 {
+            app.rooms.publish("demo", Channel::Logs, log(seq));
+        }
+        let admission = Admission {
+            id: app.next_client_id(),
+            identity: Identity {
+                user: "alice".into(),
+                account: "demo".into(),
+                allowed: Channel::ALL.to_vec(),
+                expires_at: i64::MAX,
+            },
+            session: "s1".into(),
+            resumed: Some(SessionRecord {
+                user: "alice".into(),
+                account: "demo".into(),
+                channels: vec!["logs".into()],
+                logs_seq: 20,
+                signals_seq: 0,
+            }),
+        };
+        let c = Client::connect(&app, admission, "test");
+        // A slow reader, while new entries keep arriving.
+        let mut seqs = Vec::new();
+        let mut next = 101;
+        while seqs.last() != Some(&130) {
+            tokio::time::sleep(Duration::from_millis(1)).await;
+            if next <= 130 {
+                app.rooms.publish("demo", Channel::Logs, log(next));
+                next += 1;
+            }
+            if let Some(f) = c.outbox.pop() {
+                seqs.extend(f.seq);
+            }
+            assert_eq!(c.outbox.closing(), None, "cut off while catching up");
+        }
+        assert_eq!(seqs, (21..=130).collect::<Vec<_>>());
     }
 
     #[test]

@@ -172,6 +172,18 @@ impl Rooms {
         self.room(account).lock().members[channel.index()].insert(id, member);
     }
 
+    /// The frames held back so far for a member that is catching up; it
+    /// goes on catching up (a long replay is queued batch by batch).
+    pub fn take_held(&self, account: &str, channel: Channel, id: ClientId) -> Vec<Arc<Frame>> {
+        let room = self.room(account);
+        let mut inner = room.lock();
+        inner.members[channel.index()]
+            .get_mut(&id)
+            .and_then(|m| m.backlog.as_mut())
+            .map(std::mem::take)
+            .unwrap_or_default()
+    }
+
     /// Ends a catch-up: frames held back with a `seq` above `replayed_up_to`
     /// are queued, in order, and the member goes live.
     pub fn finish_catch_up(

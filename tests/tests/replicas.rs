@@ -559,3 +559,81 @@ fn connection_cap_holds_across_replicas() {
     second.send_event("heartbeat", json!({"timestamp": 1}));
     second.wait_event("heartbeat_ack", Duration::from_secs(10));
 }
+
+/// A dashboard away long enough to miss more entries than a client's queue
+/// holds (`CLIENT_QUEUE_LIMIT=300`, 1,000+ missed) still resumes with all
+/// of them, in order, and is not cut off as a slow consumer for it.
+#[test]
+fn a_long_absence_is_replayed_in_full() {
+    let cluster = Cluster::start("70000005", 3, &[("CLIENT_QUEUE_LIMIT", "300")]);
+    let _ingestor = cluster.ingest(&[
+        "--logs-per-sec",
+        "300",
+        "--signals-per-sec",
+        "5",
+        "--seed",
+        "14",
+    ]);
+    let plan = Plan::new(&cluster.nginx.http_url())
+        .token(&cluster.token("away"))
+        .transports(&["websocket"])
+        .resume()
+        .connected()
+        .subscribe(&["logs", "signals"])
+        .wait_stdin()
+        .disconnect()
+        .wait_stdin()
+        .step(json!({"connect": true}))
+        .wait_stdin();
+    let mut away = SioClient::node(&plan);
+    let session = away.wait_event("connected", Duration::from_secs(20)).data["session"]
+        .as_str()
+        .expect("session")
+        .to_owned();
+    wait_for_log_after(&mut away, 0, Duration::from_secs(10));
+    eventually(Duration::from_secs(10), || {
+        let record = cluster.stored_session(&session)?;
+        (record["logs_seq"].as_u64()? > 0).then_some(())
+    })
+    .unwrap_or_else(|| panic!("session {session} never checkpointed"));
+    away.release();
+    away.wait_event("disconnect", Duration::from_secs(10));
+    let left_at = max_seq(&mut away);
+
+    // Someone else watches the stream move on by more than 1,000 entries.
+    let mut watcher = WsClient::connect(&format!(
+        "{}/ws?token={}",
+        cluster.nginx.ws_url(),
+        cluster.token("watcher")
+    ))
+    .expect("ws connect");
+    watcher.wait_event("connected", Duration::from_secs(10));
+    watcher.send_event("subscribe", json!({"channels": ["logs"]}));
+    let moved_on = loop {
+        let log = watcher.wait_event("logs_update", Duration::from_secs(10));
+        let seq = log["seq"].as_u64().unwrap_or(0);
+        if seq > left_at + 1000 {
+            break seq;
+        }
+    };
+
+    away.release();
+    let hello = away.wait_event("connected", RESUME_TIMEOUT).data;
+    assert_eq!(hello["resumed"], true, "{hello}");
+    wait_for_log_after(&mut away, moved_on + 100, Duration::from_secs(30));
+    away.release();
+    let t = away.finish(Duration::from_secs(20));
+    t.assert_completed();
+    assert_eq!(
+        t.count("disconnected"),
+        0,
+        "cut off while catching up:\n{}",
+        t.dump()
+    );
+    let summary =
+        check_event_sequence(&event_seqs(&t.lines)).unwrap_or_else(|e| panic!("{e}\n{}", t.dump()));
+    println!(
+        "away from seq {left_at} to past {moved_on}: received {}..={} ({} distinct, {} duplicates)",
+        summary.first, summary.last, summary.distinct, summary.duplicates
+    );
+}
