@@ -106,6 +106,9 @@ fn nats_restart_is_a_pause() {
         "readiness did not report NATS down: {:?}",
         cluster.readiness()
     );
+    // Through nginx: 503, since no replica is ready.
+    let through = e2e_tests::http::get(cluster.nginx.addr(), "/health/ready", &[]);
+    assert_eq!(through.status, 503, "{through:?}");
     let before: Vec<u64> = clients.iter_mut().map(max_log_seq).collect();
     for c in &mut clients {
         skip_seen(c, "quotes");
@@ -118,6 +121,8 @@ fn nats_restart_is_a_pause() {
         (all.len() == 3 && all.iter().all(|(_, status, _)| *status == 200)).then_some(())
     })
     .unwrap_or_else(|| panic!("replicas not ready again: {:?}", cluster.readiness()));
+    let through = e2e_tests::http::get(cluster.nginx.addr(), "/health/ready", &[]);
+    assert_eq!(through.status, 200, "{through:?}");
     for (c, before) in clients.iter_mut().zip(before) {
         wait_until(c, "logs_update", Duration::from_secs(20), |d| {
             d["seq"].as_u64().unwrap_or(0) > before

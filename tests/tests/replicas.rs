@@ -302,6 +302,10 @@ fn drained_replica_clients_resume_elsewhere_without_a_gap() {
 
     let bye = json!({"reason": "Server shutdown", "reconnect": true});
     assert_eq!(ws.goodbye(), bye);
+    // Through nginx, readiness moves on from the draining replica: 200.
+    let through = e2e_tests::http::get(cluster.nginx.addr(), "/health/ready", &[]);
+    assert_eq!(through.status, 200, "{through:?}");
+    assert_ne!(through.json()["draining"], true, "{through:?}");
     let hello = ws.resume();
     assert_eq!(hello["resumed"], true, "{hello}");
     assert_ne!(hello["replica"], target.as_str(), "{hello}");
