@@ -141,6 +141,12 @@ pub struct Config {
     #[arg(long, env = "MAX_CONNECTIONS_PER_USER", default_value_t = 20)]
     pub max_connections_per_user: usize,
 
+    /// Serve WebSocket-only Socket.IO clients on our own path (one encoded
+    /// packet shared by every recipient, coalesced writes) instead of
+    /// socketioxide's; polling clients always use socketioxide.
+    #[arg(long, env = "SOCKETIO_FAST_PATH", default_value_t = true, action = clap::ArgAction::Set)]
+    pub socketio_fast_path: bool,
+
     /// Packets a Socket.IO socket may have queued inside socketioxide.
     #[arg(long, env = "SOCKET_BUFFER", default_value_t = 128)]
     pub socket_buffer: usize,

@@ -3,7 +3,8 @@
 //! A bus message becomes one `Arc<Frame>` whatever the number of recipients:
 //! the payload is validated once, `seq` is spliced in once, and the plain
 //! WebSocket text (`{"event":…,"data":…}`) is built once, on first use, and
-//! then cloned by reference count for every socket.
+//! then cloned by reference count for every socket. The same goes for the
+//! Socket.IO packet (`42["event",data]`) our own WebSocket path writes.
 
 use axum::extract::ws::Utf8Bytes;
 use protocol::Channel;
@@ -32,6 +33,7 @@ pub struct Frame {
     pub seq: Option<u64>,
     pub data: Box<RawValue>,
     ws_text: OnceLock<Utf8Bytes>,
+    sio_text: OnceLock<Utf8Bytes>,
 }
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -86,6 +88,7 @@ impl Frame {
             seq: if channel.is_state() { None } else { seq },
             data,
             ws_text: OnceLock::new(),
+            sio_text: OnceLock::new(),
         })
     }
 
@@ -100,7 +103,40 @@ impl Frame {
             seq: None,
             data,
             ws_text: OnceLock::new(),
+            sio_text: OnceLock::new(),
         }
+    }
+
+    /// A ready-made Engine.IO/Socket.IO packet for one client (an ack, a
+    /// ping): written as is by the Socket.IO WebSocket path, never relayed.
+    pub fn packet(text: String) -> Frame {
+        let frame = Frame {
+            event: "",
+            channel: None,
+            key: None,
+            seq: None,
+            data: null(),
+            ws_text: OnceLock::new(),
+            sio_text: OnceLock::new(),
+        };
+        let _ = frame.sio_text.set(Utf8Bytes::from(text));
+        frame
+    }
+
+    /// `42["event",data]`: a Socket.IO EVENT packet in an Engine.IO MESSAGE.
+    pub fn sio_text(&self) -> Utf8Bytes {
+        self.sio_text
+            .get_or_init(|| {
+                let data = self.data.get();
+                let mut s = String::with_capacity(data.len() + self.event.len() + 8);
+                s.push_str("42[\"");
+                s.push_str(self.event);
+                s.push_str("\",");
+                s.push_str(data);
+                s.push(']');
+                Utf8Bytes::from(s)
+            })
+            .clone()
     }
 
     /// `{"event":"…","data":…}` for the plain WebSocket endpoint.
@@ -165,6 +201,13 @@ mod tests {
         assert!(Frame::from_bus(Channel::Account, None, b"[]", None).is_err());
         assert!(Frame::from_bus(Channel::Account, None, b"", None).is_err());
         assert!(Frame::from_bus(Channel::Logs, None, br#"{"a":1} {"b":2}"#, Some(1)).is_err());
+    }
+
+    #[test]
+    fn sio_text_is_an_event_packet() {
+        let f = Frame::from_bus(Channel::Quotes, Some("X"), br#"{"bid":1}"#, None).unwrap();
+        assert_eq!(f.sio_text().as_str(), r#"42["quotes",{"bid":1}]"#);
+        assert_eq!(Frame::packet("2".into()).sio_text().as_str(), "2");
     }
 
     #[test]

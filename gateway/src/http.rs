@@ -10,7 +10,7 @@
 //! goodbye.
 
 use crate::state::AppState;
-use crate::{metrics, web, ws};
+use crate::{eio, metrics, web, ws};
 use axum::extract::ws::rejection::WebSocketUpgradeRejection;
 use axum::extract::ws::WebSocketUpgrade;
 use axum::extract::{RawQuery, Request, State};
@@ -38,6 +38,7 @@ pub fn router(app: Arc<AppState>, socketio: SocketIoLayer) -> Router {
         .route("/api/status", get(status))
         .with_state(app.clone())
         .layer(socketio)
+        .layer(middleware::from_fn_with_state(app.clone(), eio::intercept))
         .layer(middleware::from_fn_with_state(
             app.clone(),
             refuse_new_while_draining,

@@ -20,6 +20,7 @@ pub mod checkpoint;
 pub mod client;
 pub mod config;
 pub mod delivery;
+pub mod eio;
 pub mod frame;
 pub mod http;
 pub mod limits;
