@@ -213,7 +213,8 @@ summarize() { # one readable line per run, from the JSON line
 }
 
 say "results: $RESULTS (load average: $(cut -d' ' -f1-3 /proc/loadavg))"
-FAN=(--warmup "$WARMUP" --duration "$DURATION" --connect-rate "$CONNECT_RATE")
+WINDOW=(--warmup "$WARMUP" --duration "$DURATION")
+FAN=("${WINDOW[@]}" --connect-rate "$CONNECT_RATE")
 if [ "$QUICK" = 1 ]; then
   for s in ours node; do
     run_case fanout-100 "$s" fanout --clients 100 --publish-rate 100 --symbols 20 "${FAN[@]}"
@@ -228,7 +229,7 @@ else
   run_case fanout-6000 ceiling fanout --clients 6000 --publish-rate 100 --symbols 20 "${FAN[@]}"
   for s in ours node; do
     run_case fanout-10000x10 "$s" fanout --clients 10000 --publish-rate 10 --symbols 10 \
-      "${FAN[@]}" --connect-rate 2000 --ramp-timeout 90
+      "${WINDOW[@]}" --connect-rate 2000 --ramp-timeout 90
   done
   for s in ours node; do
     run_case idle-10000 "$s" idle --clients 10000 --connect-rate 2000 --ramp-timeout 90 --settle 3

@@ -151,7 +151,8 @@ struct FanoutArgs {
     /// Clients (beyond --clients) that stop reading after subscribing.
     #[arg(long, default_value_t = 0)]
     slow_clients: usize,
-    /// Seconds to wait after the window for in-flight quotes.
+    /// Seconds to wait after the window for in-flight quotes; later ones
+    /// count as not delivered.
     #[arg(long, default_value_t = 10.0)]
     drain_max: f64,
     /// Fail (exit 3) unless every client got ready and at least this share
@@ -489,17 +490,23 @@ async fn fanout(args: FanoutArgs, threads: usize, nofile: u64) -> Result<Value, 
     let expected = published.in_window * measured_ready;
 
     // Wait for quotes still in flight: until all arrived, or nothing new
-    // came for a second, or --drain-max.
+    // came for three seconds, or --drain-max.
     let drain_started = Instant::now();
+    // Progress is any quote arriving: a server far behind may still be
+    // delivering warm-up quotes long after the window ended. Three quiet
+    // seconds end the wait (Node's major GC pauses last over a second).
     let mut last = u64::MAX;
     let mut still = 0;
     loop {
         run.flush();
         tokio::time::sleep(Duration::from_millis(250)).await;
-        let got = run.shared.counters.received.load(Relaxed);
-        still = if got == last { still + 1 } else { 0 };
-        last = got;
-        if got >= expected || still >= 4 || drain_started.elapsed().as_secs_f64() > args.drain_max {
+        let c = &run.shared.counters;
+        let got = c.received.load(Relaxed);
+        let any = got + c.outside.load(Relaxed);
+        still = if any == last { still + 1 } else { 0 };
+        last = any;
+        if got >= expected || still >= 12 || drain_started.elapsed().as_secs_f64() > args.drain_max
+        {
             break;
         }
     }
@@ -544,6 +551,7 @@ async fn fanout(args: FanoutArgs, threads: usize, nofile: u64) -> Result<Value, 
         "loadgen_cpu_pct": pct(self_cpu, wall),
         "loadgen_rss_kib": procstat::rss_kib("self"),
         "machine_busy_pct": usage.machine_busy_pct.map(round1),
+        "other_cpu_pct": other_cpu_pct(&usage, [self_cpu, server_cpu, nats_cpu]),
     });
     merge(&mut line, extra);
     run.stop().await;
@@ -563,6 +571,17 @@ async fn fanout(args: FanoutArgs, threads: usize, nofile: u64) -> Result<Value, 
         }
     }
     Ok(line)
+}
+
+/// CPU used by every other process on the machine during the window, in %
+/// of one core: the machine's busy time minus ours, the server's and NATS's.
+fn other_cpu_pct(usage: &procstat::Usage, known: [Option<f64>; 3]) -> Option<f64> {
+    let cores = std::thread::available_parallelism().ok()?.get() as f64;
+    let busy = usage.machine_busy_pct? / 100.0 * cores * usage.wall_secs;
+    let ours: f64 = known.iter().flatten().sum();
+    Some(round1(
+        (100.0 * (busy - ours) / usage.wall_secs.max(1e-9)).max(0.0),
+    ))
 }
 
 /// CPU seconds of (ourselves, the server, NATS) in the order `Run::new` listed them.
