@@ -56,9 +56,9 @@ pub async fn intercept(
     let query = request.uri().query().map(str::to_owned);
     let (mut parts, body) = request.into_parts();
     match WebSocketUpgrade::from_request_parts(&mut parts, &()).await {
-        Ok(upgrade) => upgrade
-            .max_message_size(app.config.hard_payload_limit())
-            .on_upgrade(move |socket| serve(app, socket, query)),
+        Ok(upgrade) => {
+            crate::ws::sized(upgrade, &app).on_upgrade(move |socket| serve(app, socket, query))
+        }
         Err(_) => next.run(Request::from_parts(parts, body)).await,
     }
 }

@@ -64,13 +64,23 @@ pub async fn upgrade(
             e.to_string(),
         )),
     };
-    ws.max_message_size(app.config.hard_payload_limit())
-        .on_upgrade(move |socket| async move {
-            match verdict {
-                Ok(admission) => serve(app, admission, socket).await,
-                Err(refusal) => refuse(socket, refusal).await,
-            }
-        })
+    sized(ws, &app).on_upgrade(move |socket| async move {
+        match verdict {
+            Ok(admission) => serve(app, admission, socket).await,
+            Err(refusal) => refuse(socket, refusal).await,
+        }
+    })
+}
+
+/// Buffer sizes for a dashboard's WebSocket. Inbound messages are small
+/// (subscribe, heartbeat), so a 4 KiB read buffer (grown on demand) instead
+/// of tungstenite's 128 KiB keeps idle connections cheap; frames queued
+/// between flushes still go out in one write up to 64 KiB.
+pub fn sized(upgrade: WebSocketUpgrade, app: &AppState) -> WebSocketUpgrade {
+    upgrade
+        .read_buffer_size(4 * 1024)
+        .write_buffer_size(64 * 1024)
+        .max_message_size(app.config.hard_payload_limit())
 }
 
 fn bearer(headers: &HeaderMap) -> Option<String> {
