@@ -121,7 +121,10 @@ impl Client {
             identity: admission.identity,
             session: admission.session,
             transport,
-            outbox: Arc::new(Outbox::new(app.config.client_queue_limit)),
+            outbox: Arc::new(Outbox::new(
+                app.config.client_queue_limit,
+                app.config.state_backlog,
+            )),
             joined: Mutex::new([false; 6]),
             delivery: Mutex::new(Delivery::new(
                 app.config.delivery_settle(),

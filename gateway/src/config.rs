@@ -137,6 +137,13 @@ pub struct Config {
     #[arg(long, env = "CLIENT_QUEUE_LIMIT", default_value_t = 4096)]
     pub client_queue_limit: usize,
 
+    /// State values (quotes, positions, orders, account) queued for one
+    /// client before newer values replace queued ones of the same key: a
+    /// client that lags for a moment still gets every quote, one that
+    /// stays behind gets the latest.
+    #[arg(long, env = "STATE_BACKLOG", default_value_t = 64)]
+    pub state_backlog: usize,
+
     /// Concurrent connections one user (token `sub`) may hold, across replicas.
     #[arg(long, env = "MAX_CONNECTIONS_PER_USER", default_value_t = 20)]
     pub max_connections_per_user: usize,

@@ -1,13 +1,15 @@
 //! One client's bounded, conflating queue of frames to write.
 //!
 //! The fan-out pushes here and never waits; the client's writer task drains
-//! it as fast as the socket takes data. State frames (quotes per symbol,
-//! positions, orders, account) keep only the newest pending value per key,
-//! in the position the key was first queued, so a slow client skips
-//! intermediate values but never sees an older one after a newer one.
-//! Event frames (logs, signals, replies) queue in order up to a limit; past
-//! it the client is cut off as a slow consumer and can resume its session.
-//! Memory per client is therefore bounded by (keys + limit) frames.
+//! it as fast as the socket takes data. Everything queues in order. State
+//! frames (quotes per symbol, positions, orders, account) may queue up to a
+//! small backlog, so a client that falls behind for a moment still gets
+//! every value; past it, a new state value replaces the newest queued value
+//! of its key in place, so a slow client skips intermediate values but never
+//! sees an older one after a newer one. Event frames (logs, signals,
+//! replies) queue up to a limit; past it the client is cut off as a slow
+//! consumer and can resume its session. Memory per client is therefore
+//! bounded by (state backlog + keys + event limit) shared frames.
 
 use crate::frame::{Frame, StateKey};
 use std::collections::{HashMap, VecDeque};
@@ -25,31 +27,42 @@ pub enum Closing {
     Gone,
 }
 
-enum Slot {
-    State(StateKey),
-    Event(Arc<Frame>),
-}
-
 #[derive(Default)]
 struct Inner {
-    order: VecDeque<Slot>,
-    pending: HashMap<StateKey, Arc<Frame>>,
+    order: VecDeque<Arc<Frame>>,
+    /// The position (see `head`) of each key's newest queued frame.
+    newest: HashMap<StateKey, u64>,
+    /// The position of `order[0]`; positions only grow.
+    head: u64,
+    states: usize,
     events: usize,
     closing: Option<Closing>,
+}
+
+impl Inner {
+    fn newest_index(&self, key: &StateKey) -> Option<usize> {
+        let at = *self.newest.get(key)?;
+        at.checked_sub(self.head).map(|i| i as usize)
+    }
 }
 
 pub struct Outbox {
     inner: Mutex<Inner>,
     ready: Notify,
     event_limit: usize,
+    state_backlog: usize,
 }
 
 impl Outbox {
-    pub fn new(event_limit: usize) -> Self {
+    /// `event_limit`: logs, signals and replies queued before the client
+    /// is cut off; `state_backlog`: state frames queued before new values
+    /// replace queued ones (0: always keep only the newest per key).
+    pub fn new(event_limit: usize, state_backlog: usize) -> Self {
         Outbox {
             inner: Mutex::new(Inner::default()),
             ready: Notify::new(),
             event_limit: event_limit.max(1),
+            state_backlog,
         }
     }
 
@@ -67,10 +80,17 @@ impl Outbox {
             return false;
         }
         let was_empty = inner.order.is_empty();
-        match frame.key.clone() {
+        match &frame.key {
             Some(key) => {
-                if inner.pending.insert(key.clone(), frame).is_none() {
-                    inner.order.push_back(Slot::State(key));
+                let queued = inner.newest_index(key);
+                match queued {
+                    Some(i) if inner.states >= self.state_backlog => inner.order[i] = frame,
+                    _ => {
+                        let at = inner.head + inner.order.len() as u64;
+                        inner.newest.insert(key.clone(), at);
+                        inner.states += 1;
+                        inner.order.push_back(frame);
+                    }
                 }
             }
             None => {
@@ -82,7 +102,7 @@ impl Outbox {
                     return false;
                 }
                 inner.events += 1;
-                inner.order.push_back(Slot::Event(frame));
+                inner.order.push_back(frame);
             }
         }
         drop(inner);
@@ -99,37 +119,41 @@ impl Outbox {
         if matches!(inner.closing, Some(Closing::SlowConsumer | Closing::Gone)) {
             return None;
         }
-        loop {
-            match inner.order.pop_front()? {
-                Slot::Event(frame) => {
-                    inner.events -= 1;
-                    return Some(frame);
-                }
-                Slot::State(key) => {
-                    if let Some(frame) = inner.pending.remove(&key) {
-                        return Some(frame);
-                    }
+        let frame = inner.order.pop_front()?;
+        let at = inner.head;
+        inner.head += 1;
+        match &frame.key {
+            Some(key) => {
+                inner.states -= 1;
+                if inner.newest.get(key) == Some(&at) {
+                    inner.newest.remove(key);
                 }
             }
+            None => inner.events -= 1,
         }
+        Some(frame)
     }
 
     /// Puts back a frame the socket could not take yet, at the front. A
-    /// state frame that has meanwhile been superseded is dropped instead.
+    /// state frame whose key has a newer value queued is dropped instead.
     pub fn unpop(&self, frame: Arc<Frame>) {
         let mut inner = self.lock();
-        match frame.key.clone() {
+        match &frame.key {
             Some(key) => {
-                if !inner.pending.contains_key(&key) {
-                    inner.pending.insert(key.clone(), frame);
-                    inner.order.push_front(Slot::State(key));
+                if inner.newest.contains_key(key) {
+                    return;
                 }
+                inner.head -= 1;
+                let at = inner.head;
+                inner.newest.insert(key.clone(), at);
+                inner.states += 1;
             }
             None => {
+                inner.head -= 1;
                 inner.events += 1;
-                inner.order.push_front(Slot::Event(frame));
             }
         }
+        inner.order.push_front(frame);
     }
 
     /// Frames waiting to be written.
@@ -141,7 +165,6 @@ impl Outbox {
         self.len() == 0
     }
 
-    /// Asks the writer to say goodbye and close. The first reason wins.
     /// Asks the writer to say goodbye and stop. The first reason given
     /// wins; true when this call was the first.
     pub fn close(&self, closing: Closing) -> bool {
@@ -181,7 +204,7 @@ mod tests {
 
     #[test]
     fn conflates_state_per_key_in_first_queued_order() {
-        let o = Outbox::new(10);
+        let o = Outbox::new(10, 0);
         o.push(quote("EURUSD", 1.0));
         o.push(quote("GBPUSD", 2.0));
         o.push(quote("EURUSD", 1.5));
@@ -199,7 +222,7 @@ mod tests {
 
     #[test]
     fn events_keep_order_and_overflow_marks_slow_consumer() {
-        let o = Outbox::new(2);
+        let o = Outbox::new(2, 0);
         assert!(o.push(log(1)));
         assert!(o.push(log(2)));
         assert!(!o.push(log(3)));
@@ -213,7 +236,7 @@ mod tests {
 
     #[test]
     fn unpop_never_resurrects_a_superseded_value() {
-        let o = Outbox::new(10);
+        let o = Outbox::new(10, 0);
         o.push(quote("EURUSD", 1.0));
         let old = o.pop().unwrap();
         o.push(quote("EURUSD", 2.0));
@@ -232,10 +255,46 @@ mod tests {
 
     #[test]
     fn memory_stays_bounded_under_a_flood() {
-        let o = Outbox::new(100);
+        let o = Outbox::new(100, 50);
         for i in 0..100_000 {
             o.push(quote(["A", "B", "C"][i % 3], i as f64));
         }
-        assert_eq!(o.len(), 3);
+        assert_eq!(o.len(), 50);
+        // The newest value of each key is queued, and nothing older
+        // follows anything newer of the same key.
+        let mut last: HashMap<String, f64> = HashMap::new();
+        while let Some(f) = o.pop() {
+            let v: serde_json::Value = serde_json::from_str(f.data.get()).unwrap();
+            let (sym, bid) = (
+                v["symbol"].as_str().unwrap().to_owned(),
+                v["bid"].as_f64().unwrap(),
+            );
+            assert!(
+                last.get(&sym).is_none_or(|b| *b < bid),
+                "{sym} went back to {bid}"
+            );
+            last.insert(sym, bid);
+        }
+        assert_eq!(last["A"], 99_999.0);
+        assert_eq!(last["B"], 99_997.0);
+        assert_eq!(last["C"], 99_998.0);
+    }
+
+    #[test]
+    fn a_short_lag_loses_no_state_value() {
+        let o = Outbox::new(10, 8);
+        for i in 0..8 {
+            o.push(quote("EURUSD", i as f64));
+        }
+        let bids: Vec<String> = std::iter::from_fn(|| o.pop())
+            .map(|f| f.data.get().to_owned())
+            .collect();
+        assert_eq!(bids.len(), 8, "{bids:?}");
+        assert_eq!(o.len(), 0);
+        // Positions keep working after the queue emptied.
+        o.push(quote("EURUSD", 9.0));
+        o.push(log(1));
+        assert_eq!(o.pop().unwrap().key, Some(StateKey::Quote("EURUSD".into())));
+        assert_eq!(o.pop().unwrap().seq, Some(1));
     }
 }

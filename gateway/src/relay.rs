@@ -277,7 +277,7 @@ mod tests {
             unreachable!("tests use the memory bus")
         };
         let rooms = app.rooms.clone();
-        let outbox = Arc::new(Outbox::new(100));
+        let outbox = Arc::new(Outbox::new(100, 0));
         rooms.join("demo", Channel::Quotes, 1, &outbox);
         rooms.join("demo", Channel::Logs, 1, &outbox);
         let shutdown = CancellationToken::new();

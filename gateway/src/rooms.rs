@@ -291,7 +291,7 @@ mod tests {
         let r = rooms();
         r.publish("a", Channel::Quotes, quote("EURUSD", 1.0));
         r.publish("a", Channel::Quotes, quote("GBPUSD", 2.0));
-        let o = Arc::new(Outbox::new(10));
+        let o = Arc::new(Outbox::new(10, 0));
         r.join("a", Channel::Quotes, 1, &o);
         assert_eq!(o.len(), 2);
         assert_eq!(r.publish("a", Channel::Quotes, quote("EURUSD", 1.1)), 1);
@@ -311,12 +311,12 @@ mod tests {
     fn an_event_join_reports_the_last_seq_before_it() {
         let r = rooms();
         let log = |seq| Arc::new(Frame::from_bus(Channel::Logs, None, b"{}", Some(seq)).unwrap());
-        let o = Arc::new(Outbox::new(10));
+        let o = Arc::new(Outbox::new(10, 0));
         assert_eq!(r.join("a", Channel::Logs, 1, &o), 0);
         r.publish("a", Channel::Logs, log(7));
         let signal = Frame::from_bus(Channel::Signals, None, b"{}", Some(8)).unwrap();
         r.publish("a", Channel::Signals, Arc::new(signal));
-        let late = Arc::new(Outbox::new(10));
+        let late = Arc::new(Outbox::new(10, 0));
         assert_eq!(r.join("a", Channel::Logs, 2, &late), 7);
         assert_eq!(r.join("a", Channel::Signals, 2, &late), 8);
         assert_eq!(r.join("a", Channel::Quotes, 2, &late), 0);
@@ -326,7 +326,7 @@ mod tests {
     #[test]
     fn accounts_and_channels_are_isolated() {
         let r = rooms();
-        let o = Arc::new(Outbox::new(10));
+        let o = Arc::new(Outbox::new(10, 0));
         r.join("a", Channel::Quotes, 1, &o);
         assert_eq!(r.publish("b", Channel::Quotes, quote("EURUSD", 1.0)), 0);
         let log = Arc::new(Frame::from_bus(Channel::Logs, None, b"{}", Some(1)).unwrap());
@@ -357,7 +357,7 @@ mod tests {
     fn catch_up_joins_replay_and_live_without_gap_or_repeat() {
         let r = rooms();
         let log = |seq| Arc::new(Frame::from_bus(Channel::Logs, None, b"{}", Some(seq)).unwrap());
-        let o = Arc::new(Outbox::new(10));
+        let o = Arc::new(Outbox::new(10, 0));
         r.join_catching_up("a", Channel::Logs, 1, &o);
         r.publish("a", Channel::Logs, log(3));
         r.publish("a", Channel::Logs, log(4));
