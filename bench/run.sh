@@ -3,7 +3,7 @@
 # side, one after the other, on this machine, driven by the same load
 # generator (bench/loadgen) through the same nats-server.
 #
-#   bench/run.sh              every scenario (about 8 minutes), then
+#   bench/run.sh              every scenario (about 10 minutes), then
 #                             bench/results/<date>.jsonl and bench/report.md
 #   bench/run.sh --quick      100 clients, 5 s window (a smoke run; results
 #                             go to bench/results/<date>-quick.jsonl, the
@@ -11,7 +11,8 @@
 #
 # Options:
 #   --quick             the small run above
-#   --ours-only         skip the Node peer (and the ceiling server)
+#   --ours-only         only our gateway in its default configuration (no
+#                       Node peer, no socketioxide-only variant, no ceiling)
 #   --only LIST         only these scenario labels (comma-separated), e.g.
 #                       fanout-1000,idle-10000
 #   --no-build          use the release binaries already built
@@ -20,9 +21,11 @@
 #   --require-delivery R  fail unless every fan-out run got every client
 #                       ready and delivered at least R (used by smoke.sh)
 #
-# Each scenario starts a fresh server (ours, node or the trivial ceiling
-# server) on a free port, runs one `loadgen` mode against it and stops it by
-# PID. One nats-server -js (free port, store under /tmp) serves every run.
+# Each scenario starts a fresh server on a free port, runs one `loadgen` mode
+# against it and stops it by PID. Servers: `ours` (the gateway as configured
+# by default: WebSocket-only Socket.IO clients on its own fast path),
+# `ours-sio` (SOCKETIO_FAST_PATH=false: every client through socketioxide),
+# `node` (bench/peers/node) and `ceiling` (loadgen's trivial server). One nats-server -js (free port, store under /tmp) serves every run.
 # Environment: WARMUP, DURATION (seconds, default 3 and 10),
 # CONNECT_RATE (default 1000/s), SLOW_CLIENTS (default 1).
 set -euo pipefail
@@ -129,15 +132,16 @@ say "nats-server $NATS_URL (pid $NATS_PID)"
 
 SERVER_PID=""
 SERVER_URL=""
-start_server() { # ours | node | ceiling
-  local port log
+start_server() { # ours | ours-sio | node | ceiling
+  local port log fast=true
   port=$("$LOADGEN" free-port)
   log=$WORK/$1.log
   case "$1" in
-    ours)
+    ours | ours-sio)
+      [ "$1" = ours-sio ] && fast=false
       env NATS_URL="$NATS_URL" GATEWAY_ADDR="127.0.0.1:$port" DEFAULT_ACCOUNT=bench \
         QUOTE_THROTTLE_MS=0 MAX_CONNECTIONS_PER_USER=100000 DRAIN_TIMEOUT_SECS=1 \
-        RUST_LOG=warn LOG_FORMAT=text "$GATEWAY" >"$log" 2>&1 &
+        SOCKETIO_FAST_PATH=$fast RUST_LOG=warn LOG_FORMAT=text "$GATEWAY" >"$log" 2>&1 &
       ;;
     node)
       env PORT="$port" HOST=127.0.0.1 NATS_URL="$NATS_URL" DEFAULT_ACCOUNT=bench \
@@ -153,7 +157,7 @@ start_server() { # ours | node | ceiling
   if ! wait_port "$port" 30; then
     say "$1 did not start:"; tail -20 "$log" >&2; return 1
   fi
-  if [ "$1" = ours ]; then
+  if [ "$1" = ours ] || [ "$1" = ours-sio ]; then
     # Ready once its JetStream feed is up.
     local deadline=$((SECONDS + 20))
     until curl -fs "$SERVER_URL/health/ready" >/dev/null 2>&1; do
@@ -189,7 +193,7 @@ run_case() {
   local extra=()
   [ "$mode" = fanout ] && extra+=(--nats-url "$NATS_URL")
   [ "$mode" = fanout ] && [ -n "$REQUIRE" ] && extra+=(--require-delivery "$REQUIRE")
-  [ "$server" = ours ] && extra+=(--metrics-path /metrics)
+  [[ "$server" = ours* ]] && extra+=(--metrics-path /metrics)
   if ! "$LOADGEN" "$mode" --url "$SERVER_URL" --server "$server" --label "$label" \
     --account bench --server-pid "$SERVER_PID" --nats-pid "$NATS_PID" \
     --out "$RESULTS" "${extra[@]}" "$@" >"$WORK/last.json"; then
@@ -212,6 +216,10 @@ summarize() { # one readable line per run, from the JSON line
   esac
 }
 
+GIT_REV="$(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || echo '?')$(git -C "$ROOT" diff --quiet HEAD -- gateway bus protocol 2>/dev/null || echo ' + uncommitted gateway changes')"
+if [ "$BUILD" = 0 ]; then
+  GIT_REV="$GIT_REV (not rebuilt: gateway binary of $(date -u -r "$GATEWAY" +%Y-%m-%dT%H:%MZ 2>/dev/null || echo '?'))"
+fi
 say "results: $RESULTS (load average: $(cut -d' ' -f1-3 /proc/loadavg))"
 WINDOW=(--warmup "$WARMUP" --duration "$DURATION")
 FAN=("${WINDOW[@]}" --connect-rate "$CONNECT_RATE")
@@ -221,26 +229,26 @@ if [ "$QUICK" = 1 ]; then
   done
 else
   for n in 100 1000 3000 6000; do
-    for s in ours node; do
+    for s in ours ours-sio node; do
       run_case "fanout-$n" "$s" fanout --clients "$n" --publish-rate 100 --symbols 20 "${FAN[@]}"
     done
   done
   # The load generator's own ceiling at the heaviest fan-out.
   run_case fanout-6000 ceiling fanout --clients 6000 --publish-rate 100 --symbols 20 "${FAN[@]}"
-  for s in ours node; do
+  for s in ours ours-sio node; do
     run_case fanout-10000x10 "$s" fanout --clients 10000 --publish-rate 10 --symbols 10 \
       "${WINDOW[@]}" --connect-rate 2000 --ramp-timeout 90
   done
-  for s in ours node; do
+  for s in ours ours-sio node; do
     run_case idle-10000 "$s" idle --clients 10000 --connect-rate 2000 --ramp-timeout 90 --settle 3
   done
-  for s in ours node; do
+  for s in ours ours-sio node; do
     run_case connect-5000 "$s" connect --clients 5000 --connect-rate 0 --max-inflight 256
   done
   for s in ours node; do
     run_case polling-100 "$s" fanout --transport polling --clients 100 --publish-rate 100 --symbols 20 "${FAN[@]}"
   done
-  for s in ours node; do
+  for s in ours ours-sio node; do
     run_case slow-1000 "$s" fanout --clients 1000 --slow-clients "$SLOW_CLIENTS" --publish-rate 100 --symbols 20 "${FAN[@]}"
   done
 fi
@@ -248,9 +256,9 @@ fi
 took=$(($(date +%s) - started))
 notes=(
   --note "$(nats-server --version 2>/dev/null | head -1), JetStream on, store in /tmp"
-  --note "ours: release build, QUOTE_THROTTLE_MS=0, in-memory sessions, defaults otherwise (SOCKET_BUFFER 128, CLIENT_QUEUE_LIMIT 4096)"
+  --note "ours: release build, QUOTE_THROTTLE_MS=0, in-memory sessions, defaults otherwise (SOCKETIO_FAST_PATH=true, SOCKET_BUFFER 128, CLIENT_QUEUE_LIMIT 4096); ours-sio: the same with SOCKETIO_FAST_PATH=false"
   --note "warm-up ${WARMUP} s, window ${DURATION} s per run; whole benchmark took ${took} s"
-  --note "git $(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || echo '?')$(git -C "$ROOT" diff --quiet HEAD -- gateway bus protocol 2>/dev/null || echo ' + uncommitted gateway changes')"
+  --note "git $GIT_REV"
 )
 if [ "$OURS_ONLY" = 0 ]; then
   notes+=(--note "node $(node --version), socket.io $(node -p "require('$NODE_PEER/node_modules/socket.io/package.json').version" 2>/dev/null || echo '?')")

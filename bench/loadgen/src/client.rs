@@ -65,6 +65,9 @@ pub struct Ctx {
     pub shared: Arc<Shared>,
     pub symbols: usize,
     pub control: watch::Receiver<u64>,
+    /// Send `subscribe` right after the `40` ack instead of after the
+    /// `connected` event (WebSocket only; see `SUBSCRIBE_AFTER`).
+    pub subscribe_early: bool,
 }
 
 enum Failure {
@@ -251,13 +254,18 @@ async fn ws_setup(
                 if role == Role::HandshakeOnly {
                     return Ok(ws);
                 }
-                *stage = "connected event";
+                if ctx.subscribe_early {
+                    send(&mut ws, eio::SUBSCRIBE_QUOTES.to_owned()).await?;
+                    *stage = "subscribed (sent right after 40)";
+                } else {
+                    *stage = "connected event";
+                }
             }
             // Subscribe once the server says `connected`, as the README's
             // clients do: see `SUBSCRIBE_AFTER` for why not right after `40`.
             Packet::Message(Sio::Event {
                 name: "connected", ..
-            }) if connected => {
+            }) if connected && !ctx.subscribe_early => {
                 send(&mut ws, eio::SUBSCRIBE_QUOTES.to_owned()).await?;
                 *stage = "subscribed";
             }

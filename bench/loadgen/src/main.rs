@@ -123,6 +123,11 @@ struct Common {
     /// Append the JSON line to this file too.
     #[arg(long)]
     out: Option<PathBuf>,
+    /// Send `subscribe` right after the namespace `40` ack, as code in a
+    /// socket.io-client `on("connect")` handler does, instead of waiting for
+    /// the `connected` event (WebSocket only).
+    #[arg(long)]
+    subscribe_early: bool,
     /// Path of the server's Prometheus metrics (ours: /metrics), to report
     /// how many bus messages it read and frames it queued during the run.
     #[arg(long)]
@@ -293,6 +298,7 @@ impl Run {
                 shared: shared.clone(),
                 symbols,
                 control: rx,
+                subscribe_early: common.subscribe_early,
             }),
             shared,
             control,
@@ -386,6 +392,7 @@ impl Run {
             "loadgen_threads": threads,
             "nofile_limit": nofile,
             "clients": common.clients,
+            "subscribe_early": common.subscribe_early,
             "ready": c.ready.load(Relaxed),
             "connect_failures": c.connect_failures.load(Relaxed),
             "auth_failures": c.auth_failures.load(Relaxed),
@@ -490,11 +497,11 @@ async fn fanout(args: FanoutArgs, threads: usize, nofile: u64) -> Result<Value, 
     let expected = published.in_window * measured_ready;
 
     // Wait for quotes still in flight: until all arrived, or nothing new
-    // came for three seconds, or --drain-max.
+    // came for six seconds, or --drain-max.
     let drain_started = Instant::now();
     // Progress is any quote arriving: a server far behind may still be
-    // delivering warm-up quotes long after the window ended. Three quiet
-    // seconds end the wait (Node's major GC pauses last over a second).
+    // delivering warm-up quotes long after the window ended. Six quiet
+    // seconds end the wait (Node, 700 MB behind, pauses for seconds).
     let mut last = u64::MAX;
     let mut still = 0;
     loop {
@@ -505,7 +512,7 @@ async fn fanout(args: FanoutArgs, threads: usize, nofile: u64) -> Result<Value, 
         let any = got + c.outside.load(Relaxed);
         still = if any == last { still + 1 } else { 0 };
         last = any;
-        if got >= expected || still >= 12 || drain_started.elapsed().as_secs_f64() > args.drain_max
+        if got >= expected || still >= 24 || drain_started.elapsed().as_secs_f64() > args.drain_max
         {
             break;
         }

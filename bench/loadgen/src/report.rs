@@ -18,6 +18,11 @@ pub struct Input {
 
 type Key = (String, String);
 
+/// Servers in the order the tables list them: our gateway by default (its
+/// own Socket.IO fast path), the same with everyone on socketioxide, the
+/// Node peer, the trivial ceiling server.
+const SERVERS: [&str; 4] = ["ours", "ours-sio", "node", "ceiling"];
+
 fn by_label(lines: &[Value]) -> BTreeMap<Key, Value> {
     let mut map = BTreeMap::new();
     for line in lines {
@@ -200,12 +205,8 @@ pub fn render(input: &Input) -> String {
             continue;
         }
         any = true;
-        for (server, line) in [
-            ("ours", ours),
-            ("node", node),
-            ("ceiling", get(label, "ceiling")),
-        ] {
-            if let Some(l) = fanout(line) {
+        for server in SERVERS {
+            if let Some(l) = fanout(get(label, server)) {
                 fanout_row(&mut out, label, server, l);
             }
         }
@@ -231,7 +232,7 @@ pub fn render(input: &Input) -> String {
     let others: Vec<(&String, &str, &Value)> = labels
         .iter()
         .flat_map(|label| {
-            ["ours", "node"]
+            SERVERS
                 .into_iter()
                 .filter_map(move |s| get(label, s).map(|l| (label, s, l)))
         })
@@ -261,7 +262,7 @@ pub fn render(input: &Input) -> String {
     let idle: Vec<_> = labels
         .iter()
         .flat_map(|label| {
-            ["ours", "node"]
+            SERVERS
                 .into_iter()
                 .filter_map(move |s| get(label, s).map(|l| (label, s, l)))
         })
@@ -301,7 +302,7 @@ pub fn render(input: &Input) -> String {
     let connect: Vec<_> = labels
         .iter()
         .flat_map(|label| {
-            ["ours", "node"]
+            SERVERS
                 .into_iter()
                 .filter_map(move |s| get(label, s).map(|l| (label, s, l)))
         })
