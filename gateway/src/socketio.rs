@@ -37,6 +37,13 @@ impl fmt::Display for Refusal {
     }
 }
 
+/// The connection's [`Client`], set once `on_connect` has made it.
+#[derive(Clone, Default)]
+struct ClientSlot(Arc<tokio::sync::SetOnce<Arc<Client>>>);
+
+/// How long an early event waits for its client to be set up.
+const CLIENT_PATIENCE: std::time::Duration = std::time::Duration::from_secs(5);
+
 pub fn attach(io: &SocketIo) {
     io.ns("/", on_connect.with(authenticate));
 }
@@ -67,6 +74,12 @@ async fn authenticate(
     match client::admit(&app, identity, resume.as_deref()).await {
         Ok(admission) => {
             socket.extensions.insert(admission);
+            // Events may arrive as soon as the client has its connect ack,
+            // before `on_connect` has run: handlers go in now, and wait
+            // for the client that `on_connect` creates.
+            socket.extensions.insert(ClientSlot::default());
+            socket.on_fallback(on_event);
+            socket.on_disconnect(on_disconnect);
             Ok(())
         }
         Err(refusal) => {
@@ -83,9 +96,9 @@ async fn on_connect(socket: SocketRef, State(app): State<Arc<AppState>>) {
         return;
     };
     let client = Client::connect(&app, admission, "socketio");
-    socket.extensions.insert(client.clone());
-    socket.on_fallback(on_event);
-    socket.on_disconnect(on_disconnect);
+    if let Some(slot) = socket.extensions.get::<ClientSlot>() {
+        let _ = slot.0.set(client.clone());
+    }
     app.writers.spawn(writer::run(
         client,
         SioSink {
@@ -100,7 +113,10 @@ async fn on_event(
     TryData(data): TryData<Value>,
     ack: AckSender,
 ) {
-    let Some(client) = socket.extensions.get::<Arc<Client>>() else {
+    let Some(slot) = socket.extensions.get::<ClientSlot>() else {
+        return;
+    };
+    let Ok(client) = tokio::time::timeout(CLIENT_PATIENCE, slot.0.wait()).await else {
         return;
     };
     let data = data.ok();
@@ -112,7 +128,11 @@ async fn on_event(
 }
 
 async fn on_disconnect(socket: SocketRef, reason: DisconnectReason) {
-    if let Some(client) = socket.extensions.get::<Arc<Client>>() {
+    if let Some(client) = socket
+        .extensions
+        .get::<ClientSlot>()
+        .and_then(|slot| slot.0.get().cloned())
+    {
         tracing::debug!(client = client.id, %reason, "socket.io client disconnected");
         client.gone();
     }

@@ -80,6 +80,11 @@ pub async fn run<S: FrameSink>(client: Arc<Client>, mut sink: S) {
             client.gone();
             return;
         }
+        // A wake-up may have been taken by `unless_stuck` while the last
+        // frames were written: only sleep on a queue that is really empty.
+        if !client.outbox.is_empty() {
+            continue;
+        }
         tokio::select! {
             _ = client.outbox.wait() => {}
             _ = &mut expiry => {
@@ -263,6 +268,48 @@ mod tests {
         let events = s.events.lock().unwrap().clone();
         assert_eq!(events, ["connected", "disconnected", "close"]);
         assert_eq!(s.app.client_count(), 0, "the client is gone");
+    }
+
+    /// A socket that takes frames at once but whose flush waits for the
+    /// reader, as a full kernel buffer does.
+    struct SlowFlush {
+        reading: watch::Receiver<bool>,
+        events: Arc<Mutex<Vec<String>>>,
+    }
+
+    impl FrameSink for SlowFlush {
+        async fn send(&mut self, frame: &Frame) -> Sent {
+            self.events.lock().unwrap().push(frame.event.to_owned());
+            Sent::Ok
+        }
+        async fn flush(&mut self) -> Sent {
+            let _ = self.reading.wait_for(|r| *r).await;
+            Sent::Ok
+        }
+        async fn close(&mut self) {}
+    }
+
+    /// A frame queued while the writer's last flush waits on the socket is
+    /// written once the socket takes data again: the wake-up is not lost.
+    #[tokio::test(start_paused = true)]
+    async fn a_frame_queued_during_a_blocked_flush_is_not_forgotten() {
+        let s = setup();
+        s.writer.abort();
+        let (reading, rx) = watch::channel(false);
+        let events = Arc::new(Mutex::new(Vec::new()));
+        let sink = SlowFlush {
+            reading: rx,
+            events: events.clone(),
+        };
+        let writer = tokio::spawn(run(s.client.clone(), sink));
+        tokio::time::sleep(Duration::from_millis(10)).await;
+        let quote = Frame::from_bus(Channel::Quotes, Some("X"), b"{}", None).unwrap();
+        s.client.outbox.push(Arc::new(quote));
+        tokio::time::sleep(Duration::from_millis(10)).await;
+        reading.send_replace(true);
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        assert_eq!(*events.lock().unwrap(), ["connected", "quotes"]);
+        writer.abort();
     }
 
     #[tokio::test(start_paused = true)]
