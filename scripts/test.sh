@@ -7,16 +7,17 @@
 # Redis are also started on their default ports when not answering (as the
 # README promises; --no-services skips it), for trying the gateway by hand.
 #
-# Usage: scripts/test.sh [--no-install] [--no-browser] [--no-services]
+# Usage: scripts/test.sh [--no-install] [--no-browser] [--no-services] [--no-bench]
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-install=1 browser=1 services=1
+install=1 browser=1 services=1 bench=1
 for arg in "$@"; do
   case "$arg" in
     --no-install) install=0 ;;
     --no-browser) browser=0 ;;
     --no-services) services=0 ;;
+    --no-bench) bench=0 ;;
     *) echo "unknown option $arg" >&2; exit 64 ;;
   esac
 done
@@ -66,6 +67,11 @@ cargo test --workspace
 if [ "$browser" = 1 ]; then
   step "browser tests (headless Chromium)"
   (cd tests/browser && node --test --test-concurrency=1 .)
+fi
+
+if [ "$bench" = 1 ]; then
+  step "benchmark smoke (100 clients, 5 s; release build)"
+  bash bench/smoke.sh
 fi
 
 step "all tests passed"
