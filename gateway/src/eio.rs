@@ -21,7 +21,8 @@ use crate::frame::Frame;
 use crate::metrics;
 use crate::socketio::query_param;
 use crate::state::AppState;
-use crate::writer::{self, FrameSink, Sent};
+use crate::writer;
+use crate::ws::{await_close_answer, WsSink};
 use axum::extract::ws::{Message, Utf8Bytes, WebSocket, WebSocketUpgrade};
 use axum::extract::{FromRequestParts, Request};
 use axum::middleware::Next;
@@ -38,8 +39,6 @@ const PING_INTERVAL: Duration = Duration::from_secs(25);
 const PING_TIMEOUT: Duration = Duration::from_secs(20);
 /// How long a client has after the open packet to connect to `/`.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
-/// How long a client has to answer the server's close.
-const CLOSE_GRACE: Duration = Duration::from_secs(1);
 /// How long a refused client has to read its refusal before the close.
 const REFUSAL_GRACE: Duration = Duration::from_millis(500);
 
@@ -159,7 +158,7 @@ async fn relay(
     let client = Client::connect(&app, admission, "socketio");
     let mut writer = app
         .writers
-        .spawn(writer::run(client.clone(), EioSink { tx }));
+        .spawn(writer::run(client.clone(), WsSink::socket_io(tx)));
     let max = app.config.max_payload_bytes;
     let mut heartbeat = tokio::time::interval_at(Instant::now() + PING_INTERVAL, PING_INTERVAL);
     let mut awaiting_pong: Option<Instant> = None;
@@ -172,14 +171,7 @@ async fn relay(
                 // (unread input would turn the close into a reset that
                 // loses the goodbye), but not forever.
                 writer_done = true;
-                let answered = async {
-                    while let Some(Ok(message)) = rx.next().await {
-                        if matches!(message, Message::Close(_)) {
-                            break;
-                        }
-                    }
-                };
-                let _ = tokio::time::timeout(CLOSE_GRACE, answered).await;
+                await_close_answer(&mut rx).await;
                 break;
             }
             _ = heartbeat.tick() => {
@@ -291,33 +283,6 @@ fn parse_event(packet: &str) -> Option<Event> {
 
 fn text(s: String) -> Message {
     Message::Text(Utf8Bytes::from(s))
-}
-
-struct EioSink {
-    tx: SplitSink<WebSocket, Message>,
-}
-
-impl FrameSink for EioSink {
-    async fn send(&mut self, frame: &Frame) -> Sent {
-        match self.tx.feed(Message::Text(frame.sio_text())).await {
-            Ok(()) => Sent::Ok,
-            Err(_) => Sent::Closed,
-        }
-    }
-
-    async fn flush(&mut self) -> Sent {
-        match self.tx.flush().await {
-            Ok(()) => Sent::Ok,
-            Err(_) => Sent::Closed,
-        }
-    }
-
-    /// Namespace disconnect (`41`: the client's reason is "io server
-    /// disconnect"), then the WebSocket close.
-    async fn close(&mut self) {
-        let _ = self.tx.feed(text("41".into())).await;
-        let _ = self.tx.close().await;
-    }
 }
 
 #[cfg(test)]

@@ -20,7 +20,7 @@ use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket, WebSocketUpgr
 use axum::extract::{RawQuery, State};
 use axum::http::HeaderMap;
 use axum::response::Response;
-use futures::stream::SplitSink;
+use futures::stream::{SplitSink, SplitStream};
 use futures::{SinkExt, StreamExt};
 use protocol::error_code::ErrorPayload;
 use protocol::ErrorCode;
@@ -109,7 +109,7 @@ async fn serve(app: Arc<AppState>, admission: Admission, socket: WebSocket) {
     let (tx, mut rx) = socket.split();
     let mut writer = app
         .writers
-        .spawn(writer::run(client.clone(), WsSink { tx }));
+        .spawn(writer::run(client.clone(), WsSink::plain(tx)));
     let max = app.config.max_payload_bytes;
     loop {
         let message = tokio::select! {
@@ -118,14 +118,7 @@ async fn serve(app: Arc<AppState>, admission: Admission, socket: WebSocket) {
             // on until the client answers the close (so nothing unread
             // turns the close into a reset), but not forever.
             _ = &mut writer => {
-                let answered = async {
-                    while let Some(Ok(message)) = rx.next().await {
-                        if matches!(message, Message::Close(_)) {
-                            break;
-                        }
-                    }
-                };
-                let _ = tokio::time::timeout(CLOSE_GRACE, answered).await;
+                await_close_answer(&mut rx).await;
                 break;
             }
         };
@@ -167,13 +160,52 @@ fn parse_inbound(text: &str) -> Result<Inbound, serde_json::Error> {
     serde_json::from_value(Value::Object(object))
 }
 
-struct WsSink {
+/// After the server's close: reads on until the client answers it (unread
+/// input would turn the close into a reset that loses the goodbye), but
+/// not longer than [`CLOSE_GRACE`].
+pub async fn await_close_answer(rx: &mut SplitStream<WebSocket>) {
+    let answered = async {
+        while let Some(Ok(message)) = rx.next().await {
+            if matches!(message, Message::Close(_)) {
+                break;
+            }
+        }
+    };
+    let _ = tokio::time::timeout(CLOSE_GRACE, answered).await;
+}
+
+/// A WebSocket's sending half as a [`FrameSink`], in one of the two
+/// dialects: plain JSON events, or Socket.IO packets.
+pub struct WsSink {
     tx: SplitSink<WebSocket, Message>,
+    encode: fn(&Frame) -> Utf8Bytes,
+    /// Sent before the close frame (Socket.IO's namespace disconnect).
+    last_packet: Option<&'static str>,
+}
+
+impl WsSink {
+    pub fn plain(tx: SplitSink<WebSocket, Message>) -> WsSink {
+        WsSink {
+            tx,
+            encode: Frame::ws_text,
+            last_packet: None,
+        }
+    }
+
+    /// `41` before the close makes socket.io-client report "io server
+    /// disconnect" (and not reconnect by itself).
+    pub fn socket_io(tx: SplitSink<WebSocket, Message>) -> WsSink {
+        WsSink {
+            tx,
+            encode: Frame::sio_text,
+            last_packet: Some("41"),
+        }
+    }
 }
 
 impl FrameSink for WsSink {
     async fn send(&mut self, frame: &Frame) -> Sent {
-        match self.tx.feed(Message::Text(frame.ws_text())).await {
+        match self.tx.feed(Message::Text((self.encode)(frame))).await {
             Ok(()) => Sent::Ok,
             Err(_) => Sent::Closed,
         }
@@ -187,6 +219,12 @@ impl FrameSink for WsSink {
     }
 
     async fn close(&mut self) {
+        if let Some(packet) = self.last_packet {
+            let _ = self
+                .tx
+                .feed(Message::Text(Utf8Bytes::from_static(packet)))
+                .await;
+        }
         let _ = self
             .tx
             .send(Message::Close(Some(CloseFrame {
