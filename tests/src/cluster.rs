@@ -211,6 +211,17 @@ pub fn event_seqs(lines: &[crate::Line]) -> Vec<(String, u64)> {
         .collect()
 }
 
+/// The highest `seq` among the `events` (e.g. `logs_update`) in `lines`;
+/// 0 when there is none.
+pub fn max_seq(lines: &[crate::Line], events: &[&str]) -> u64 {
+    lines
+        .iter()
+        .filter(|l| events.contains(&l.event.as_str()))
+        .filter_map(|l| l.data["seq"].as_u64())
+        .max()
+        .unwrap_or(0)
+}
+
 /// A process's resident set size in KiB (`VmRSS` in /proc/PID/status).
 pub fn rss_kib(pid: u32) -> Option<u64> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;

@@ -18,7 +18,7 @@ use e2e_tests::keys::{self, KeyKind, KeyPair};
 use e2e_tests::sio::WAIT_MS;
 use e2e_tests::{
     mint, Gateway, Ingestor, NatsServer, Plan, SimStack, SioClient, Transcript, WsClient, WsMsg,
-    CHANNELS, DATA_EVENTS, SECRET,
+    BUSY_SIM, CHANNELS, DATA_EVENTS, SECRET,
 };
 use serde_json::{json, Value};
 use std::collections::BTreeSet;
@@ -481,28 +481,16 @@ fn issuer_and_audience_are_checked_when_configured() {
 /// account B's quotes all twelve. Both publish into the same NATS.
 const A_SYMBOLS: [&str; 3] = ["EURUSD", "GBPUSD", "USDJPY"];
 
-/// Fast rates for every kind of data, with a seed of our own.
+/// [`BUSY_SIM`]'s rates, with a seed and a symbol count of our own.
 fn busy_sim(seed: &str, symbols: &str) -> Vec<String> {
-    [
-        "--quotes-per-sec",
-        "200",
-        "--logs-per-sec",
-        "20",
-        "--signals-per-sec",
-        "5",
-        "--positions-interval-ms",
-        "200",
-        "--orders-interval-ms",
-        "200",
-        "--account-interval-ms",
-        "200",
-        "--seed",
-        seed,
-        "--symbols",
-        symbols,
-    ]
-    .map(str::to_owned)
-    .to_vec()
+    let mut args: Vec<String> = BUSY_SIM.iter().map(|a| a.to_string()).collect();
+    let at = args
+        .iter()
+        .position(|a| a == "--seed")
+        .expect("BUSY_SIM sets a seed");
+    args[at + 1] = seed.to_owned();
+    args.extend(["--symbols".to_owned(), symbols.to_owned()]);
+    args
 }
 
 /// Every symbol, ticket and `seq` a client's data events carry.

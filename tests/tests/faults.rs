@@ -2,7 +2,7 @@
 //! Redis killed and restarted mid-stream, and a client that stops reading.
 //! Each test runs its own nats-server, redis-server, replicas and nginx.
 
-use e2e_tests::cluster::{metric, percentile, rss_kib, Cluster};
+use e2e_tests::cluster::{self, metric, percentile, rss_kib, Cluster};
 use e2e_tests::{eventually, Plan, SioClient, WsClient, WsMsg};
 use serde_json::{json, Value};
 use std::time::{Duration, Instant};
@@ -56,14 +56,23 @@ fn assert_never_disconnected(clients: Vec<SioClient>) {
     }
 }
 
-fn max_log_seq(client: &mut SioClient) -> u64 {
-    client
-        .lines()
+/// One steady client over websocket and one over polling, each seen
+/// receiving logs and quotes.
+fn steady_clients(cluster: &Cluster, tag: &str) -> Vec<SioClient> {
+    let mut clients: Vec<SioClient> = ["websocket", "polling"]
         .iter()
-        .filter(|l| l.event == "logs_update")
-        .filter_map(|l| l.data["seq"].as_u64())
-        .max()
-        .unwrap_or(0)
+        .map(|t| SioClient::node(&steady_plan(cluster, &format!("{tag}-{t}"), t)))
+        .collect();
+    for c in &mut clients {
+        c.wait_event("subscribed", Duration::from_secs(20));
+        c.wait_event("logs_update", Duration::from_secs(10));
+        c.wait_event("quotes", Duration::from_secs(10));
+    }
+    clients
+}
+
+fn max_log_seq(client: &mut SioClient) -> u64 {
+    cluster::max_seq(client.lines(), &["logs_update"])
 }
 
 /// NATS is SIGKILLed and started again (same port, same store) while
@@ -82,15 +91,7 @@ fn nats_restart_is_a_pause() {
         "--seed",
         "21",
     ]);
-    let mut clients = vec![
-        SioClient::node(&steady_plan(&cluster, "nats-ws", "websocket")),
-        SioClient::node(&steady_plan(&cluster, "nats-polling", "polling")),
-    ];
-    for c in &mut clients {
-        c.wait_event("subscribed", Duration::from_secs(20));
-        c.wait_event("logs_update", Duration::from_secs(10));
-        c.wait_event("quotes", Duration::from_secs(10));
-    }
+    let mut clients = steady_clients(&cluster, "nats");
 
     cluster.nats.kill();
     let down = eventually(Duration::from_secs(15), || {
@@ -156,14 +157,7 @@ fn redis_restart_is_survived() {
         "--seed",
         "22",
     ]);
-    let mut clients = vec![
-        SioClient::node(&steady_plan(&cluster, "redis-ws", "websocket")),
-        SioClient::node(&steady_plan(&cluster, "redis-polling", "polling")),
-    ];
-    for c in &mut clients {
-        c.wait_event("subscribed", Duration::from_secs(20));
-        c.wait_event("logs_update", Duration::from_secs(10));
-    }
+    let mut clients = steady_clients(&cluster, "redis");
 
     cluster.redis.kill();
     eventually(Duration::from_secs(15), || {

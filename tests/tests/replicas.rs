@@ -5,7 +5,7 @@
 //! comes back with `auth.session` within the resume window, to any replica,
 //! misses no log or signal (duplicates with the same `seq` allowed).
 
-use e2e_tests::cluster::{check_event_sequence, event_seqs, Cluster, RESUME_TIMEOUT};
+use e2e_tests::cluster::{self, check_event_sequence, event_seqs, Cluster, RESUME_TIMEOUT};
 use e2e_tests::{eventually, Plan, SioClient, WsClient, WsMsg};
 use serde_json::{json, Value};
 use std::time::Duration;
@@ -43,11 +43,7 @@ fn connection_events(client: &mut SioClient) -> String {
 
 /// The highest log/signal seq `client` has seen so far.
 fn max_seq(client: &mut SioClient) -> u64 {
-    event_seqs(client.lines())
-        .iter()
-        .map(|(_, s)| *s)
-        .max()
-        .unwrap_or(0)
+    cluster::max_seq(client.lines(), &["logs_update", "signals_update"])
 }
 
 /// A client on logs, signals and positions through nginx while the
