@@ -35,6 +35,11 @@ pub struct Cli {
     #[arg(long, env = "MT5_ACCOUNT", global = true, value_parser = parse_account)]
     pub account: Option<String>,
 
+    /// Serve `/metrics` (Prometheus) and `/health` (JSON) on this address
+    /// [default: off].
+    #[arg(long, env = "INGESTOR_HTTP_ADDR", global = true)]
+    pub http_addr: Option<SocketAddr>,
+
     #[command(subcommand)]
     pub source: Source,
 }
@@ -47,7 +52,8 @@ pub enum Source {
     Bridge(BridgeArgs),
     /// Publish a recording made by `record`, with its original timing.
     Replay(ReplayArgs),
-    /// Record everything under the subject prefix to DIR/<UTC time>.ndjson.
+    /// Record everything under the subject prefix to DIR/<UTC time>.ndjson
+    /// (`--raw`: the terminals' own lines, see `bridge`).
     Record(RecordArgs),
 }
 
@@ -109,14 +115,69 @@ impl SimArgs {
 
 #[derive(Debug, Clone, clap::Args)]
 pub struct BridgeArgs {
-    /// Address the Expert Advisor connects to.
+    /// Address the Expert Advisors connect to.
     #[arg(long, env = "BRIDGE_ADDR", default_value = crate::bridge::DEFAULT_LISTEN)]
     pub listen: SocketAddr,
+    /// One key for every terminal (at least 16 characters); each terminal
+    /// names its account label in `hello`.
+    #[arg(long, env = "BRIDGE_KEY", hide_env_values = true)]
+    pub key: Option<String>,
+    /// One key per terminal, each pinned to its account: lines
+    /// `<account> <key>`, `#` comments.
+    #[arg(long, env = "BRIDGE_KEYS_FILE")]
+    pub keys_file: Option<PathBuf>,
+    /// PEM certificate chain: terminals connect with TLS.
+    #[arg(long, env = "BRIDGE_TLS_CERT_FILE")]
+    pub tls_cert_file: Option<PathBuf>,
+    /// PEM private key of the certificate.
+    #[arg(long, env = "BRIDGE_TLS_KEY_FILE")]
+    pub tls_key_file: Option<PathBuf>,
+    /// Longest line a terminal may send; a longer one closes its connection.
+    #[arg(long, env = "BRIDGE_MAX_LINE_BYTES", default_value_t = crate::bridge::MAX_LINE,
+          value_parser = clap::value_parser!(u64).range(1024..=64 * 1024 * 1024).map(|v| v as usize))]
+    pub max_line_bytes: usize,
+    /// Log and signal entries waiting for NATS before new ones are dropped
+    /// (and counted).
+    #[arg(long, env = "BRIDGE_EVENT_QUEUE", default_value_t = 10_000,
+          value_parser = clap::value_parser!(u64).range(1..=1_000_000).map(|v| v as usize))]
+    pub event_queue: usize,
+    /// At most one value per state subject (each symbol's quote, positions,
+    /// orders, account) reaches NATS per this many ms; the latest wins.
+    #[arg(long, env = "BRIDGE_STATE_INTERVAL_MS", default_value_t = 50,
+          value_parser = clap::value_parser!(u64).range(0..=10_000))]
+    pub state_interval_ms: u64,
+    /// Also write every line terminals send to DIR/<UTC time>.raw.ndjson
+    /// (what `record --raw` does).
+    #[arg(long, env = "BRIDGE_RAW_DIR")]
+    pub raw_dir: Option<PathBuf>,
+}
+
+impl BridgeArgs {
+    /// Reads the keys and TLS files: any problem stops the start, with a
+    /// message naming the variable.
+    pub fn to_config(&self) -> Result<crate::bridge::BridgeConfig, crate::bridge::BridgeError> {
+        use crate::bridge::{keys::Keys, tls, BridgeConfig};
+        let keys = Keys::load(self.key.as_deref(), self.keys_file.as_deref())?;
+        let tls = match (&self.tls_cert_file, &self.tls_key_file) {
+            (None, None) => None,
+            (Some(cert), Some(key)) => Some(tls::acceptor(cert, key)?),
+            _ => return Err(tls::TlsError::Half.into()),
+        };
+        let mut cfg = BridgeConfig::new(self.listen, keys);
+        cfg.tls = tls;
+        cfg.max_line = self.max_line_bytes;
+        cfg.outlet.event_queue = self.event_queue;
+        cfg.outlet.state_interval = Duration::from_millis(self.state_interval_ms);
+        cfg.raw_dir = self.raw_dir.clone();
+        Ok(cfg)
+    }
 }
 
 #[derive(Debug, Clone, clap::Args)]
 pub struct ReplayArgs {
-    /// A recording (NDJSON lines {"t", "subject", "payload"}).
+    /// A recording (NDJSON lines {"t", "subject", "payload"}) or a raw
+    /// capture (lines {"t", "conn", "account", "line"}), which goes through
+    /// the bridge's conversion again.
     pub file: PathBuf,
     /// Playback speed: 1 real time, 10 ten times faster, 0 flat out.
     #[arg(long, default_value_t = 1.0, value_parser = parse_speed)]
@@ -145,6 +206,13 @@ impl ReplayArgs {
 pub struct RecordArgs {
     /// Directory for the recording (created if missing).
     pub dir: PathBuf,
+    /// Record what terminals send instead of the bus: runs the bridge
+    /// (with its options below) and writes every line to
+    /// DIR/<UTC time>.raw.ndjson, publishing as `bridge` does.
+    #[arg(long)]
+    pub raw: bool,
+    #[command(flatten)]
+    pub bridge: BridgeArgs,
 }
 
 impl Cli {

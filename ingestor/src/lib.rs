@@ -8,10 +8,13 @@
 
 pub mod bridge;
 pub mod config;
+pub mod http;
+pub mod metrics;
 mod ndjson;
 pub mod publisher;
 pub mod record;
 pub mod replay;
 pub mod sim;
 
-pub use publisher::{PublishError, Publisher};
+pub use metrics::Metrics;
+pub use publisher::{Prepared, PublishError, Publisher};

@@ -4,10 +4,11 @@
 use anyhow::Context;
 use bus::{Bus, NatsBus, NatsOptions};
 use ingestor::config::{Cli, Source};
-use ingestor::{bridge, record, replay, sim, Publisher};
+use ingestor::{bridge, record, replay, sim, Metrics, Publisher};
 use protocol::SubjectScheme;
 use std::io::{IsTerminal, Write};
 use std::time::Duration;
+use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
 /// How long a source may take to wind down after a signal.
@@ -25,6 +26,46 @@ async fn main() -> anyhow::Result<()> {
 
     let shutdown = CancellationToken::new();
     tokio::spawn(cancel_on_signal(shutdown.clone()));
+
+    // The bridge's keys, TLS files and port are checked before anything
+    // else: a misconfigured bridge must not start at all.
+    let bridge_args = match &cli.source {
+        Source::Bridge(args) => Some(args.clone()),
+        Source::Record(args) if args.raw => {
+            let mut bridge = args.bridge.clone();
+            bridge.raw_dir = Some(args.dir.clone());
+            Some(bridge)
+        }
+        _ => None,
+    };
+    let bridge = match &bridge_args {
+        Some(args) => {
+            let cfg = args.to_config()?;
+            let listener = TcpListener::bind(cfg.listen)
+                .await
+                .with_context(|| format!("BRIDGE_ADDR {}: cannot listen", cfg.listen))?;
+            let scheme = if cfg.tls.is_some() { "tls" } else { "tcp" };
+            println!(
+                "ingestor bridge listening on {scheme}://{}",
+                listener.local_addr().map_or(cfg.listen, |a| a)
+            );
+            Some((cfg, listener))
+        }
+        None => None,
+    };
+    let http = match cli.http_addr {
+        Some(addr) => {
+            let listener = TcpListener::bind(addr)
+                .await
+                .with_context(|| format!("INGESTOR_HTTP_ADDR {addr}: cannot listen"))?;
+            println!(
+                "ingestor http on http://{}",
+                listener.local_addr().map_or(addr, |a| a)
+            );
+            Some(listener)
+        }
+        None => None,
+    };
 
     let source = cli.source.name();
     let bus = Bus::Nats(
@@ -47,6 +88,15 @@ async fn main() -> anyhow::Result<()> {
         }
     }
     let publisher = Publisher::new(bus.clone(), scheme.clone(), cli.account_or_default());
+    let metrics = Metrics::new();
+    if let Some(listener) = http {
+        let (metrics, bus, shutdown) = (metrics.clone(), bus.clone(), shutdown.clone());
+        tokio::spawn(async move {
+            if let Err(e) = ingestor::http::serve(listener, metrics, bus, shutdown).await {
+                tracing::warn!(error = %e, "metrics/health server stopped");
+            }
+        });
+    }
 
     println!(
         "ingestor {source} publishing to {} as account {}",
@@ -55,7 +105,15 @@ async fn main() -> anyhow::Result<()> {
     );
     std::io::stdout().flush().ok();
 
-    let work = run_source(&cli, publisher, bus.clone(), scheme, shutdown.clone());
+    let work = run_source(
+        &cli,
+        publisher,
+        bus.clone(),
+        scheme,
+        bridge,
+        metrics,
+        shutdown.clone(),
+    );
     tokio::pin!(work);
     let outcome = tokio::select! {
         r = &mut work => r,
@@ -82,14 +140,21 @@ async fn run_source(
     publisher: Publisher,
     bus: Bus,
     scheme: SubjectScheme,
+    bridge: Option<(bridge::BridgeConfig, TcpListener)>,
+    metrics: std::sync::Arc<Metrics>,
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
+    if let Some((cfg, listener)) = bridge {
+        bridge::serve(publisher, listener, cfg, metrics, shutdown).await?;
+        return Ok(());
+    }
     match &cli.source {
         Source::Sim(args) => {
             let cfg = args.to_config(cli.account_or_default());
             sim::run(publisher, cfg, shutdown).await?;
         }
-        Source::Bridge(args) => bridge::run(publisher, args.listen, shutdown).await?,
+        // Bound above; never reached without its listener.
+        Source::Bridge(_) => {}
         Source::Replay(args) => {
             let opts = args.to_options(cli.account.clone());
             replay::run(publisher, opts, shutdown).await?;

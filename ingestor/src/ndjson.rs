@@ -21,6 +21,9 @@ pub(crate) struct LineReader<R> {
     buf: Vec<u8>,
     /// Bytes of the current over-long line seen so far (we are skipping it).
     skipping: Option<usize>,
+    /// Report an over-long line as soon as it passes `max`, without reading
+    /// the rest of it (the caller closes the stream).
+    strict: bool,
 }
 
 impl<R: AsyncRead + Unpin> LineReader<R> {
@@ -30,6 +33,17 @@ impl<R: AsyncRead + Unpin> LineReader<R> {
             max,
             buf: Vec::new(),
             skipping: None,
+            strict: false,
+        }
+    }
+
+    /// A reader that gives up on a stream at its first over-long line: it
+    /// returns [`Line::TooLong`] with the bytes seen so far, at most a
+    /// buffer past `max`, and must not be read again.
+    pub(crate) fn strict(reader: R, max: usize) -> Self {
+        LineReader {
+            strict: true,
+            ..LineReader::new(reader, max)
         }
     }
 
@@ -54,6 +68,11 @@ impl<R: AsyncRead + Unpin> LineReader<R> {
             let chunk_len = chunk.len();
             match &mut self.skipping {
                 Some(len) => *len += chunk_len,
+                None if self.buf.len() + chunk_len > self.max && self.strict => {
+                    let len = self.buf.len() + chunk_len;
+                    self.buf.clear();
+                    return Ok(Some(Line::TooLong { len }));
+                }
                 None if self.buf.len() + chunk_len > self.max => {
                     self.skipping = Some(self.buf.len() + chunk_len);
                     self.buf.clear();
@@ -118,6 +137,19 @@ mod tests {
                 Line::TooLong { len: 50 }
             ]
         );
+    }
+
+    #[tokio::test]
+    async fn strict_stops_at_the_first_over_long_line() {
+        let mut input = b"ok\n".to_vec();
+        input.extend(std::iter::repeat_n(b'x', 1_000_000));
+        let mut r = LineReader::strict(&input[..], 16);
+        assert_eq!(r.next().await.unwrap(), Some(text("ok")));
+        let Some(Line::TooLong { len }) = r.next().await.unwrap() else {
+            panic!()
+        };
+        // It gave up within one buffer of the limit, not at the end.
+        assert!(len > 16 && len <= 64 * 1024 + 16, "{len}");
     }
 
     #[tokio::test]

@@ -26,6 +26,28 @@ pub enum PublishError {
     Bus(#[from] BusError),
 }
 
+/// A payload encoded for its subject, with its headers: made where the
+/// data arrives, published later by another task (the bridge's outlet).
+#[derive(Debug, Clone)]
+pub struct Prepared {
+    /// Full NATS subject.
+    pub subject: String,
+    /// The channel name (`quote` for quotes), for logs and metrics.
+    pub kind: &'static str,
+    /// The JSON payload.
+    pub payload: Bytes,
+    /// `Nats-Msg-Id` and `traceparent`, fixed when prepared.
+    pub headers: Headers,
+}
+
+impl Prepared {
+    /// Logs and signals must not be lost: they wait for JetStream to store
+    /// them. State is superseded within a second, so fire and forget.
+    pub fn stored(&self) -> bool {
+        self.kind == Channel::Logs.name() || self.kind == Channel::Signals.name()
+    }
+}
+
 #[derive(Clone)]
 pub struct Publisher {
     bus: Bus,
@@ -78,10 +100,8 @@ impl Publisher {
     }
 
     pub async fn quote(&self, quote: &Quote) -> Result<(), PublishError> {
-        let subject = self
-            .scheme
-            .quote(&self.account, &subject_token(&quote.symbol));
-        self.publish_json(subject, "quote", quote).await
+        let prepared = self.prepare_quote(quote)?;
+        self.send(prepared).await
     }
 
     pub async fn positions(&self, positions: &[Position]) -> Result<(), PublishError> {
@@ -116,26 +136,52 @@ impl Publisher {
         channel: Channel,
         payload: &T,
     ) -> Result<(), PublishError> {
-        let subject = self.scheme.channel(&self.account, channel);
-        self.publish_json(subject, channel.name(), payload).await
+        let prepared = self.prepare(channel, payload)?;
+        self.send(prepared).await
     }
 
-    async fn publish_json<T: Serialize + ?Sized>(
+    /// A quote, encoded for `<prefix>.<account>.quotes.<SYMBOL>`.
+    pub fn prepare_quote(&self, quote: &Quote) -> Result<Prepared, PublishError> {
+        let subject = self
+            .scheme
+            .quote(&self.account, &subject_token(&quote.symbol));
+        self.prepare_json(subject, "quote", quote)
+    }
+
+    /// Any other channel's payload, encoded for its subject.
+    pub fn prepare<T: Serialize + ?Sized>(
+        &self,
+        channel: Channel,
+        payload: &T,
+    ) -> Result<Prepared, PublishError> {
+        let subject = self.scheme.channel(&self.account, channel);
+        self.prepare_json(subject, channel.name(), payload)
+    }
+
+    fn prepare_json<T: Serialize + ?Sized>(
         &self,
         subject: String,
         kind: &'static str,
         payload: &T,
-    ) -> Result<(), PublishError> {
+    ) -> Result<Prepared, PublishError> {
         let json =
             serde_json::to_vec(payload).map_err(|source| PublishError::Encode { kind, source })?;
-        let headers = self.headers(kind);
-        let payload = Bytes::from(json);
-        // Logs and signals must not be lost: wait for JetStream to store
-        // them. State is superseded within a second, so fire and forget.
-        if kind == Channel::Logs.name() || kind == Channel::Signals.name() {
-            self.bus.publish_stored(subject, payload, headers).await?;
+        Ok(Prepared {
+            headers: self.headers(kind),
+            subject,
+            kind,
+            payload: Bytes::from(json),
+        })
+    }
+
+    /// Publishes a prepared message (stored ones wait for JetStream).
+    pub async fn send(&self, p: Prepared) -> Result<(), PublishError> {
+        if p.stored() {
+            self.bus
+                .publish_stored(p.subject, p.payload, p.headers)
+                .await?;
         } else {
-            self.bus.publish(subject, payload, headers).await?;
+            self.bus.publish(p.subject, p.payload, p.headers).await?;
         }
         Ok(())
     }

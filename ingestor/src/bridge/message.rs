@@ -1,17 +1,22 @@
-//! The bridge's wire format (one JSON object per line, sent by
-//! `mql5/MT5Bridge.mq5`) and its conversion into the spec's payloads.
+//! The bridge's wire format (one JSON object per line, see
+//! `ingestor/mql5/PROTOCOL.md`) and its conversion into the spec's payloads.
 //!
-//! The EA sends what MQL5 has at hand: epoch milliseconds, MT5's numeric
-//! enums, a point size. The spec wants RFC 3339 strings, lowercase type
-//! names and spreads in points. That translation lives here, apart from the
-//! socket handling, so it can be tested line by line. Input is accepted
-//! leniently where MT5 itself varies (numbers or names for enums, seconds
-//! or milliseconds for times) and rejected where a value would be a lie.
+//! The EA sends what MQL5 has at hand: trade-server epoch milliseconds,
+//! MT5's numeric enums, a point size. The spec wants RFC 3339 UTC strings,
+//! lowercase type names and spreads in points. That translation lives here,
+//! apart from the socket handling, so it can be tested (and fuzzed) line by
+//! line and replayed from a raw capture. Input is accepted leniently where
+//! MT5 itself varies (numbers or names for enums, seconds or milliseconds
+//! for times) and rejected where a value would be a lie.
 
+use super::clock::ServerClock;
 use protocol::payload::{Account, LogEntry, Order, Position, Quote, Signal, Validator};
-use protocol::time::{now_rfc3339, rfc3339};
+use protocol::time::rfc3339;
 use serde::Deserialize;
 use serde_json::{Map, Value};
+
+/// The protocol versions this ingestor speaks (`hello.protocol`).
+pub const PROTOCOLS: [u32; 1] = [2];
 
 #[derive(Debug, thiserror::Error, PartialEq)]
 pub enum MessageError {
@@ -25,18 +30,14 @@ pub enum MessageError {
 #[derive(Debug, Deserialize)]
 #[serde(tag = "type", rename_all = "snake_case")]
 pub enum Inbound {
-    /// First line after connecting; `account` names the subject account.
-    Hello {
+    /// First line of every connection: who is speaking, with what key.
+    Hello(Hello),
+    /// Sent every `heartbeat_ms`; repeats the offset in force (DST moves it).
+    Heartbeat {
+        /// Trade-server time minus UTC, seconds.
         #[serde(default)]
-        account: Option<String>,
-        #[serde(default)]
-        login: Option<Value>,
-        #[serde(default)]
-        server: Option<String>,
-        #[serde(default)]
-        version: Option<String>,
+        gmt_offset_s: Option<i64>,
     },
-    Heartbeat {},
     Quote {
         symbol: String,
         bid: f64,
@@ -57,17 +58,63 @@ pub enum Inbound {
     Account(EaAccount),
     Log(EaLog),
     Signal(EaSignal),
-    Error {
-        error: String,
-        #[serde(default)]
-        details: String,
-        #[serde(default)]
-        code: Option<Code>,
+    Error(EaError),
+    /// A line another MQL5 program wrote to the outbox, as a JSON string:
+    /// only `log`, `signal` and `error` may be inside.
+    Outbox {
+        line: String,
     },
 }
 
-/// A time as MQL5 gives it (epoch seconds or milliseconds) or already as a
-/// string.
+/// The `hello` line.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+pub struct Hello {
+    /// Protocol version the EA speaks (see [`PROTOCOLS`]).
+    #[serde(default)]
+    pub protocol: Option<u32>,
+    /// The terminal's key (`BRIDGE_KEY` or its line of `BRIDGE_KEYS_FILE`).
+    #[serde(default)]
+    pub key: Option<String>,
+    /// The account label to publish under (empty: the key's or the default).
+    #[serde(default)]
+    pub account: Option<String>,
+    /// `ACCOUNT_LOGIN`.
+    #[serde(default)]
+    pub login: Option<Value>,
+    /// `ACCOUNT_SERVER`.
+    #[serde(default)]
+    pub server: Option<String>,
+    /// `ACCOUNT_COMPANY`.
+    #[serde(default)]
+    pub company: Option<String>,
+    /// EA build.
+    #[serde(default)]
+    pub version: Option<String>,
+    /// `TimeTradeServer() - TimeGMT()`, rounded to 15 minutes.
+    #[serde(default)]
+    pub gmt_offset_s: Option<i64>,
+    /// How often the EA sends a heartbeat.
+    #[serde(default)]
+    pub heartbeat_ms: Option<u64>,
+}
+
+impl Hello {
+    /// `login 123 on Broker-Server, EA 2.0` for log lines.
+    pub fn about(&self) -> String {
+        format!(
+            "login {} on {}, EA {}",
+            self.login
+                .as_ref()
+                .map(|l| l.to_string())
+                .unwrap_or_else(|| "?".into()),
+            self.server.as_deref().unwrap_or("?"),
+            self.version.as_deref().unwrap_or("?")
+        )
+    }
+}
+
+/// A time as MQL5 gives it (epoch seconds or milliseconds on the trade
+/// server's clock) or an RFC 3339 string with its own offset.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(untagged)]
 pub enum Time {
@@ -84,6 +131,7 @@ pub enum Enum {
     Name(String),
 }
 
+/// A trade server return code: `10019` or `"INSUFFICIENT_MARGIN"`.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(untagged)]
 pub enum Code {
@@ -141,6 +189,7 @@ pub struct EaAccount {
     pub margin: f64,
     #[serde(alias = "margin_free")]
     pub free_margin: f64,
+    /// MT5 reports 0 when no margin is in use (the level is undefined).
     #[serde(default)]
     pub margin_level: f64,
     #[serde(default)]
@@ -172,6 +221,17 @@ fn info() -> String {
 
 fn terminal() -> String {
     "mt5_terminal".to_owned()
+}
+
+#[derive(Debug, Deserialize)]
+pub struct EaError {
+    pub error: String,
+    #[serde(default)]
+    pub details: String,
+    #[serde(default)]
+    pub code: Option<Code>,
+    #[serde(default)]
+    pub time: Option<Time>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -211,45 +271,49 @@ pub struct EaValidator {
     pub timestamp: Option<Time>,
 }
 
-/// A line converted: what to publish, or what to do with the connection.
+/// A line converted: what to publish, or what the connection must know.
 #[derive(Debug, PartialEq)]
 pub enum Outbound {
-    Hello {
-        account: Option<String>,
-        about: String,
+    Hello(Hello),
+    Heartbeat {
+        /// The offset in force, when the heartbeat carries one.
+        gmt_offset_s: Option<i64>,
     },
-    Heartbeat,
     Quote(Quote),
     Positions(Vec<Position>),
     Orders(Vec<Order>),
     Account(Account),
     Log(LogEntry),
     Signal(Signal),
+    /// A terminal error: published as an ERROR log entry whose `extra`
+    /// holds the spec's `error` event (`error`, `details`, `code`).
+    Error(LogEntry),
 }
 
-pub fn parse(line: &[u8]) -> Result<Outbound, MessageError> {
-    let msg: Inbound =
-        serde_json::from_slice(line).map_err(|e| MessageError::Json(e.to_string()))?;
-    convert(msg)
+/// What a conversion needs besides the line: the terminal's clock and the
+/// time the line arrived (for entries the terminal did not stamp).
+#[derive(Debug, Clone, Copy)]
+pub struct Ctx<'a> {
+    /// Trade-server time to UTC.
+    pub clock: &'a ServerClock,
+    /// When the line arrived (UTC epoch ms).
+    pub now_ms: i64,
 }
 
-pub fn convert(msg: Inbound) -> Result<Outbound, MessageError> {
+/// Parses and converts one line.
+pub fn parse(line: &[u8], ctx: Ctx<'_>) -> Result<Outbound, MessageError> {
+    convert(decode(line)?, ctx)
+}
+
+/// Parses one line without converting it.
+pub fn decode(line: &[u8]) -> Result<Inbound, MessageError> {
+    serde_json::from_slice(line).map_err(|e| MessageError::Json(e.to_string()))
+}
+
+pub fn convert(msg: Inbound, ctx: Ctx<'_>) -> Result<Outbound, MessageError> {
     Ok(match msg {
-        Inbound::Hello {
-            account,
-            login,
-            server,
-            version,
-        } => Outbound::Hello {
-            account: account.filter(|a| !a.is_empty()),
-            about: format!(
-                "login {} on {}, EA version {}",
-                login.map(|l| l.to_string()).unwrap_or_else(|| "?".into()),
-                server.unwrap_or_else(|| "?".into()),
-                version.unwrap_or_else(|| "?".into())
-            ),
-        },
-        Inbound::Heartbeat {} => Outbound::Heartbeat,
+        Inbound::Hello(hello) => Outbound::Hello(hello),
+        Inbound::Heartbeat { gmt_offset_s } => Outbound::Heartbeat { gmt_offset_s },
         Inbound::Quote {
             symbol,
             bid,
@@ -257,49 +321,73 @@ pub fn convert(msg: Inbound) -> Result<Outbound, MessageError> {
             point,
             digits,
             time,
-        } => Outbound::Quote(quote(symbol, bid, ask, point, digits, time)?),
-        Inbound::Positions { items } => {
-            Outbound::Positions(items.into_iter().map(position).collect::<Result<_, _>>()?)
-        }
-        Inbound::Orders { items } => {
-            Outbound::Orders(items.into_iter().map(order).collect::<Result<_, _>>()?)
-        }
+        } => Outbound::Quote(quote(symbol, bid, ask, point, digits, time, ctx)?),
+        Inbound::Positions { items } => Outbound::Positions(
+            items
+                .into_iter()
+                .map(|p| position(p, ctx))
+                .collect::<Result<_, _>>()?,
+        ),
+        Inbound::Orders { items } => Outbound::Orders(
+            items
+                .into_iter()
+                .map(|o| order(o, ctx))
+                .collect::<Result<_, _>>()?,
+        ),
         Inbound::Account(a) => Outbound::Account(account(a)?),
-        Inbound::Log(l) => Outbound::Log(LogEntry {
-            timestamp: time_or_now(l.timestamp)?,
-            level: level(&l.level),
-            message: l.message,
-            module: l.module,
-            extra: l.extra.unwrap_or_default(),
-            seq: None,
-        }),
-        Inbound::Signal(s) => Outbound::Signal(signal(s)?),
-        // The six channels have no room for terminal errors of their own, so
-        // they travel as ERROR logs that keep MT5's code in `extra.code`.
-        Inbound::Error {
-            error,
-            details,
-            code,
-        } => {
-            let mut extra = Map::new();
-            extra.insert("details".into(), Value::String(details.clone()));
-            if let Some(code) = code {
-                extra.insert("code".into(), Value::String(code_name(code)));
+        Inbound::Log(l) => Outbound::Log(log(l, ctx)?),
+        Inbound::Signal(s) => Outbound::Signal(signal(s, ctx)?),
+        Inbound::Error(e) => Outbound::Error(error(e, ctx)?),
+        Inbound::Outbox { line } => match decode(line.as_bytes())? {
+            Inbound::Log(l) => Outbound::Log(log(l, ctx)?),
+            Inbound::Signal(s) => Outbound::Signal(signal(s, ctx)?),
+            Inbound::Error(e) => Outbound::Error(error(e, ctx)?),
+            _ => {
+                return Err(invalid(
+                    "outbox line",
+                    "only log, signal and error lines may come from the outbox",
+                ))
             }
-            let message = if details.is_empty() {
-                error
-            } else {
-                format!("{error}: {details}")
-            };
-            Outbound::Log(LogEntry {
-                timestamp: now_rfc3339(),
-                level: "ERROR".into(),
-                message,
-                module: terminal(),
-                extra,
-                seq: None,
-            })
-        }
+        },
+    })
+}
+
+fn log(l: EaLog, ctx: Ctx<'_>) -> Result<LogEntry, MessageError> {
+    Ok(LogEntry {
+        timestamp: time_or_now(l.timestamp, ctx)?,
+        level: level(&l.level),
+        message: l.message,
+        module: l.module,
+        extra: l.extra.unwrap_or_default(),
+        seq: None,
+    })
+}
+
+/// The six channels have no room for terminal errors of their own, so they
+/// travel as ERROR logs whose `extra` carries the spec's `error` event
+/// (`event: "error"`, `error`, `details`, `code` with MT5's meaning).
+fn error(e: EaError, ctx: Ctx<'_>) -> Result<LogEntry, MessageError> {
+    let mut extra = Map::new();
+    extra.insert("event".into(), Value::String("error".into()));
+    extra.insert("error".into(), Value::String(e.error.clone()));
+    extra.insert("details".into(), Value::String(e.details.clone()));
+    let code = e
+        .code
+        .map(code_name)
+        .unwrap_or_else(|| "TERMINAL_ERROR".into());
+    extra.insert("code".into(), Value::String(code));
+    let message = if e.details.is_empty() {
+        e.error
+    } else {
+        format!("{}: {}", e.error, e.details)
+    };
+    Ok(LogEntry {
+        timestamp: time_or_now(e.time, ctx)?,
+        level: "ERROR".into(),
+        message,
+        module: terminal(),
+        extra,
+        seq: None,
     })
 }
 
@@ -310,6 +398,7 @@ fn quote(
     point: Option<f64>,
     digits: Option<u32>,
     time: Option<Time>,
+    ctx: Ctx<'_>,
 ) -> Result<Quote, MessageError> {
     check_symbol(&symbol)?;
     price("bid", bid)?;
@@ -337,11 +426,11 @@ fn quote(
         bid: round(bid),
         ask: round(ask),
         spread: ((ask - bid) / point).round() as i64,
-        timestamp: time_or_now(time)?,
+        timestamp: time_or_now(time, ctx)?,
     })
 }
 
-fn position(p: EaPosition) -> Result<Position, MessageError> {
+fn position(p: EaPosition, ctx: Ctx<'_>) -> Result<Position, MessageError> {
     check_symbol(&p.symbol)?;
     Ok(Position {
         ticket: p.ticket,
@@ -355,12 +444,12 @@ fn position(p: EaPosition) -> Result<Position, MessageError> {
         profit: number("profit", p.profit)?,
         swap: number("swap", p.swap)?,
         commission: number("commission", p.commission)?,
-        time: time_string(p.time)?,
+        time: time_string(p.time, ctx)?,
         comment: p.comment,
     })
 }
 
-fn order(o: EaOrder) -> Result<Order, MessageError> {
+fn order(o: EaOrder, ctx: Ctx<'_>) -> Result<Order, MessageError> {
     check_symbol(&o.symbol)?;
     Ok(Order {
         ticket: o.ticket,
@@ -370,7 +459,7 @@ fn order(o: EaOrder) -> Result<Order, MessageError> {
         price_open: number("price_open", o.price_open)?,
         sl: number("sl", o.sl)?,
         tp: number("tp", o.tp)?,
-        time_setup: time_string(o.time_setup)?,
+        time_setup: time_string(o.time_setup, ctx)?,
         state: o
             .state
             .as_ref()
@@ -393,13 +482,13 @@ fn account(a: EaAccount) -> Result<Account, MessageError> {
     })
 }
 
-fn signal(s: EaSignal) -> Result<Signal, MessageError> {
+fn signal(s: EaSignal, ctx: Ctx<'_>) -> Result<Signal, MessageError> {
     check_symbol(&s.symbol)?;
     let side = s.side.to_ascii_lowercase();
     if side != "buy" && side != "sell" {
         return Err(invalid("side", format!("`{}` is not buy or sell", s.side)));
     }
-    let timestamp = time_or_now(s.timestamp)?;
+    let timestamp = time_or_now(s.timestamp, ctx)?;
     let validators = s
         .validators
         .into_iter()
@@ -411,7 +500,7 @@ fn signal(s: EaSignal) -> Result<Signal, MessageError> {
                 confidence: number("validator confidence", v.confidence)?,
                 reason: v.reason,
                 timestamp: match v.timestamp {
-                    Some(t) => time_string(t)?,
+                    Some(t) => time_string(t, ctx)?,
                     None => timestamp.clone(),
                 },
             })
@@ -432,7 +521,7 @@ fn signal(s: EaSignal) -> Result<Signal, MessageError> {
         uuid: s
             .uuid
             .filter(|u| !u.is_empty())
-            .unwrap_or_else(|| format!("signal_{}", protocol::time::now_epoch_ms())),
+            .unwrap_or_else(|| format!("signal_{}", ctx.now_ms)),
         symbol: s.symbol,
         side,
         volume: number("volume", s.volume)?,
@@ -478,22 +567,29 @@ fn price(field: &'static str, x: f64) -> Result<f64, MessageError> {
     }
 }
 
-fn time_or_now(t: Option<Time>) -> Result<String, MessageError> {
-    t.map_or_else(|| Ok(now_rfc3339()), time_string)
+fn time_or_now(t: Option<Time>, ctx: Ctx<'_>) -> Result<String, MessageError> {
+    match t {
+        Some(t) => time_string(t, ctx),
+        None => chrono::DateTime::from_timestamp_millis(ctx.now_ms)
+            .map(rfc3339)
+            .ok_or_else(|| invalid("time", "arrival time out of range")),
+    }
 }
 
-/// Epoch values below 10^11 are taken as seconds (MQL5's `datetime`), above
-/// as milliseconds (`time_msc`): 10^11 seconds is the year 5138, 10^11
-/// milliseconds is 1973, so the two never meet in practice.
-fn time_string(t: Time) -> Result<String, MessageError> {
+/// Epoch values are trade-server time, converted to UTC with the
+/// terminal's clock. Values below 10^11 are taken as seconds (MQL5's
+/// `datetime`), above as milliseconds (`time_msc`): 10^11 seconds is the
+/// year 5138, 10^11 milliseconds is 1973, so the two never meet in
+/// practice. Strings carry their own offset and are absolute.
+fn time_string(t: Time, ctx: Ctx<'_>) -> Result<String, MessageError> {
     match t {
         Time::Epoch(n) => {
-            let ms = if n.abs() < 100_000_000_000 {
+            let server_ms = if n.abs() < 100_000_000_000 {
                 n.saturating_mul(1000)
             } else {
                 n
             };
-            chrono::DateTime::from_timestamp_millis(ms)
+            chrono::DateTime::from_timestamp_millis(ctx.clock.to_utc(server_ms))
                 .map(rfc3339)
                 .ok_or_else(|| invalid("time", format!("{n} is out of range")))
         }
@@ -618,8 +714,20 @@ fn code_name(code: Code) -> String {
 mod tests {
     use super::*;
 
+    /// Converts with a UTC server clock, arriving at 2024-01-01T12:00:00Z.
+    fn p(line: &[u8]) -> Result<Outbound, MessageError> {
+        let clock = ServerClock::new(0);
+        parse(
+            line,
+            Ctx {
+                clock: &clock,
+                now_ms: 1_704_110_400_000,
+            },
+        )
+    }
+
     fn ok(line: &str) -> Outbound {
-        parse(line.as_bytes()).unwrap_or_else(|e| panic!("{line}: {e}"))
+        p(line.as_bytes()).unwrap_or_else(|e| panic!("{line}: {e}"))
     }
 
     #[test]
@@ -649,7 +757,7 @@ mod tests {
             r#"{"type":"quote","symbol":"EURUSD","bid":"1.0","ask":1.1,"digits":5}"#,
             r#"{"type":"quote","symbol":"EURUSD","bid":1.0,"ask":1.1,"digits":5,"time":"yesterday"}"#,
         ] {
-            assert!(parse(bad.as_bytes()).is_err(), "{bad}");
+            assert!(p(bad.as_bytes()).is_err(), "{bad}");
         }
     }
 
@@ -669,7 +777,7 @@ mod tests {
         assert_eq!(ps[0].time, "2024-01-01T10:00:00.000Z");
         assert_eq!(ps[1].time, "2024-01-01T08:00:00.000Z");
         assert_eq!((ps[1].sl, ps[1].comment.as_str()), (0.0, ""));
-        assert!(parse(br#"{"type":"positions","items":[{"ticket":1,"symbol":"EURUSD","type":7,"volume":0.1,"price_open":1,"price_current":1,"time":0}]}"#).is_err());
+        assert!(p(br#"{"type":"positions","items":[{"ticket":1,"symbol":"EURUSD","type":7,"volume":0.1,"price_open":1,"price_current":1,"time":0}]}"#).is_err());
     }
 
     #[test]
@@ -728,7 +836,7 @@ mod tests {
         assert_eq!(s.validators[0].timestamp, "2024-01-01T12:00:01.000Z");
         assert_eq!(s.validators[1].timestamp, s.timestamp);
 
-        let Outbound::Log(e) = ok(
+        let Outbound::Error(e) = ok(
             r#"{"type":"error","error":"Failed to place order","details":"Insufficient margin","code":10019}"#,
         ) else {
             panic!()
@@ -750,15 +858,18 @@ mod tests {
             r#"{"type":"account","balance":1}"#,
             "{\"type\":\"quote\",\"symbol\":\"\u{0}\"",
         ] {
-            assert!(parse(bad.as_bytes()).is_err(), "{bad}");
+            assert!(p(bad.as_bytes()).is_err(), "{bad}");
         }
-        assert_eq!(ok(r#"{"type":"heartbeat"}"#), Outbound::Heartbeat);
-        let Outbound::Hello { account, .. } =
+        assert_eq!(
+            ok(r#"{"type":"heartbeat"}"#),
+            Outbound::Heartbeat { gmt_offset_s: None }
+        );
+        let Outbound::Hello(h) =
             ok(r#"{"type":"hello","account":"live-1","login":123,"server":"X"}"#)
         else {
             panic!()
         };
-        assert_eq!(account.as_deref(), Some("live-1"));
+        assert_eq!(h.account.as_deref(), Some("live-1"));
     }
 
     /// Lines exactly as `mql5/MT5Bridge.mq5` and `MT5BridgeOutbox.mqh` write
@@ -791,9 +902,9 @@ mod tests {
             panic!()
         };
         assert_eq!(s.status, "pending");
-        let Outbound::Hello { account, .. } = ok(lines[0]) else {
+        let Outbound::Hello(h) = ok(lines[0]) else {
             panic!()
         };
-        assert_eq!(account, None);
+        assert_eq!(h.account.as_deref(), Some(""));
     }
 }

@@ -1,26 +1,43 @@
-//! The real-terminal source: a TCP server that the MQL5 Expert Advisor
-//! (`ingestor/mql5/MT5Bridge.mq5`) connects to and streams NDJSON into.
+//! The real-terminal source: a TCP (or TLS) server that the MQL5 Expert
+//! Advisor (`ingestor/mql5/MT5Bridge.mq5`) connects to and streams NDJSON
+//! into, as `ingestor/mql5/PROTOCOL.md` describes.
 //!
 //! MT5 can only open outgoing sockets, so the ingestor listens and the
-//! terminal dials in. Each connection is read line by line with a length
-//! bound; a bad line is counted, logged and skipped, so one buggy EA build
-//! cannot stop the stream or the process.
+//! terminal dials in. Each connection authenticates with its first line
+//! ([`keys`], [`session`]), is read by its own task ([`conn`]) and hands
+//! what it converted ([`message`], [`clock`]) to the [`outlet`], which
+//! alone waits for NATS. [`capture`] keeps the raw lines for replay.
 
+pub mod capture;
+pub mod clock;
+mod conn;
+pub mod keys;
 pub mod message;
+pub mod outlet;
+pub mod session;
+pub mod tls;
 
-use crate::ndjson::{Line, LineReader};
-use crate::publisher::{FailureLog, Publisher};
-use message::Outbound;
+use crate::metrics::Metrics;
+use crate::publisher::Publisher;
+use keys::Keys;
+use outlet::OutletConfig;
 use std::net::SocketAddr;
-use tokio::net::{TcpListener, TcpStream};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::net::TcpListener;
+use tokio_rustls::TlsAcceptor;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-/// Longest accepted line. A positions snapshot of a few hundred positions is
-/// well under this; anything longer is a broken sender.
+/// Default longest line. A positions snapshot of a few hundred positions
+/// is well under this; anything longer is a broken or hostile sender.
 pub const MAX_LINE: usize = 1024 * 1024;
 
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:5555";
+
+/// How long a TLS handshake may take.
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
 #[derive(Debug, thiserror::Error)]
 pub enum BridgeError {
@@ -29,31 +46,99 @@ pub enum BridgeError {
         addr: SocketAddr,
         source: std::io::Error,
     },
+    #[error(transparent)]
+    Keys(#[from] keys::KeysError),
+    #[error(transparent)]
+    Tls(#[from] tls::TlsError),
+    #[error(transparent)]
+    Capture(#[from] capture::CaptureError),
 }
 
-/// Listens on `listen` and serves EA connections until `shutdown`.
+/// Everything the bridge needs, checked at start.
+#[derive(Clone)]
+pub struct BridgeConfig {
+    /// Address terminals connect to.
+    pub listen: SocketAddr,
+    /// Terminal keys.
+    pub keys: Keys,
+    /// TLS, when configured.
+    pub tls: Option<TlsAcceptor>,
+    /// Longest line accepted.
+    pub max_line: usize,
+    /// Outlet buffering and throttle.
+    pub outlet: OutletConfig,
+    /// How long a new connection has to send `hello`.
+    pub hello_timeout: Duration,
+    /// Directory for the raw capture, when on.
+    pub raw_dir: Option<PathBuf>,
+}
+
+impl BridgeConfig {
+    /// A plain-TCP configuration with the defaults and these keys (tests).
+    pub fn new(listen: SocketAddr, keys: Keys) -> BridgeConfig {
+        BridgeConfig {
+            listen,
+            keys,
+            tls: None,
+            max_line: MAX_LINE,
+            outlet: OutletConfig {
+                event_queue: 10_000,
+                state_interval: Duration::from_millis(50),
+            },
+            hello_timeout: Duration::from_secs(10),
+            raw_dir: None,
+        }
+    }
+}
+
+/// Listens on `cfg.listen` and serves terminals until `shutdown`.
 pub async fn run(
     publisher: Publisher,
-    listen: SocketAddr,
+    cfg: BridgeConfig,
+    metrics: Arc<Metrics>,
     shutdown: CancellationToken,
 ) -> Result<(), BridgeError> {
-    let listener = TcpListener::bind(listen)
+    let listener = TcpListener::bind(cfg.listen)
         .await
         .map_err(|source| BridgeError::Bind {
-            addr: listen,
+            addr: cfg.listen,
             source,
         })?;
-    serve(publisher, listener, shutdown).await
+    serve(publisher, listener, cfg, metrics, shutdown).await
 }
 
-/// Serves EA connections on an already bound listener (tests bind port 0).
+/// Serves terminals on an already bound listener (tests bind port 0).
+/// Returns after every connection has closed and what they sent has been
+/// handed to NATS.
 pub async fn serve(
     publisher: Publisher,
     listener: TcpListener,
+    cfg: BridgeConfig,
+    metrics: Arc<Metrics>,
     shutdown: CancellationToken,
 ) -> Result<(), BridgeError> {
     let local = listener.local_addr().ok();
-    tracing::info!(listen = ?local, account = publisher.account_name(), "bridge listening for MT5 terminals");
+    let (capture, capture_task) = match &cfg.raw_dir {
+        Some(dir) => {
+            let (c, task, _) = capture::Capture::open(dir, metrics.clone()).await?;
+            (Some(c), Some(task))
+        }
+        None => (None, None),
+    };
+    let (outlet, outlet_tasks) = outlet::start(publisher.clone(), cfg.outlet, metrics.clone());
+    let shared = Arc::new(conn::Shared {
+        keys: cfg.keys.clone(),
+        default_account: publisher.account_name().to_owned(),
+        publisher,
+        outlet,
+        metrics: metrics.clone(),
+        clocks: clock::Clocks::default(),
+        max_line: cfg.max_line,
+        hello_timeout: cfg.hello_timeout,
+        capture,
+    });
+    let scheme = if cfg.tls.is_some() { "tls" } else { "tcp" };
+    tracing::info!(listen = ?local, keys = ?cfg.keys, %scheme, "bridge listening for MT5 terminals");
     let connections = TaskTracker::new();
     loop {
         let accepted = tokio::select! {
@@ -62,116 +147,44 @@ pub async fn serve(
         };
         match accepted {
             Ok((stream, peer)) => {
-                connections.spawn(connection(
-                    stream,
-                    peer,
-                    publisher.clone(),
-                    shutdown.clone(),
-                ));
+                Metrics::add(&metrics.connections, 1);
+                // Quotes are small and frequent: no Nagle delay on answers.
+                let _ = stream.set_nodelay(true);
+                let shared = shared.clone();
+                let shutdown = shutdown.clone();
+                let tls = cfg.tls.clone();
+                connections.spawn(async move {
+                    match tls {
+                        None => conn::serve(stream, peer, shared, shutdown).await,
+                        Some(acceptor) => {
+                            match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(stream))
+                                .await
+                            {
+                                Ok(Ok(tls)) => conn::serve(tls, peer, shared, shutdown).await,
+                                Ok(Err(e)) => {
+                                    tracing::warn!(%peer, error = %e, "bridge TLS handshake failed")
+                                }
+                                Err(_) => tracing::warn!(%peer, "bridge TLS handshake timed out"),
+                            }
+                        }
+                    }
+                });
             }
             // Running out of file descriptors and the like is transient:
             // wait a little rather than spin or give up.
             Err(e) => {
                 tracing::warn!(error = %e, "accept failed");
-                tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+                tokio::time::sleep(Duration::from_millis(100)).await;
             }
         }
     }
     connections.close();
     connections.wait().await;
+    drop(shared);
+    outlet_tasks.finish().await;
+    if let Some(task) = capture_task {
+        let _ = task.await;
+    }
     tracing::info!("bridge stopped");
     Ok(())
-}
-
-/// Counts what a connection did, for its closing log line.
-#[derive(Debug, Default)]
-struct Stats {
-    published: u64,
-    malformed: u64,
-}
-
-impl Stats {
-    /// Every malformed line is counted; only the first few and then every
-    /// thousandth are logged, so a peer sending garbage cannot flood logs.
-    fn malformed(&mut self, peer: SocketAddr, reason: &str) {
-        self.malformed += 1;
-        if self.malformed <= 10 || self.malformed.is_multiple_of(1000) {
-            tracing::warn!(%peer, malformed = self.malformed, reason, "skipped malformed bridge line");
-        }
-    }
-}
-
-async fn connection(
-    stream: TcpStream,
-    peer: SocketAddr,
-    mut publisher: Publisher,
-    shutdown: CancellationToken,
-) {
-    tracing::info!(%peer, "MT5 bridge connected");
-    // Quotes are small and frequent: don't let Nagle batch the EA's acks.
-    let _ = stream.set_nodelay(true);
-    let mut reader = LineReader::new(stream, MAX_LINE);
-    let mut stats = Stats::default();
-    let mut failures = FailureLog::default();
-    loop {
-        let next = tokio::select! {
-            _ = shutdown.cancelled() => break,
-            n = reader.next() => n,
-        };
-        let line = match next {
-            Ok(Some(Line::Text(line))) => line,
-            Ok(Some(Line::TooLong { len })) => {
-                stats.malformed(peer, &format!("line of {len} bytes exceeds {MAX_LINE}"));
-                continue;
-            }
-            Ok(None) => break,
-            Err(e) => {
-                tracing::warn!(%peer, error = %e, "bridge connection read failed");
-                break;
-            }
-        };
-        if line.iter().all(u8::is_ascii_whitespace) {
-            continue;
-        }
-        let out = match message::parse(&line) {
-            Ok(out) => out,
-            Err(e) => {
-                stats.malformed(peer, &e.to_string());
-                continue;
-            }
-        };
-        let result = match out {
-            Outbound::Hello { account, about } => {
-                match account {
-                    Some(a) if protocol::subject::is_token(&a) => {
-                        publisher = publisher.with_account(a);
-                    }
-                    Some(a) => {
-                        tracing::warn!(%peer, account = %a, "EA account label is not a valid subject token, keeping the default");
-                    }
-                    None => {}
-                }
-                tracing::info!(%peer, account = publisher.account_name(), terminal = %about, "MT5 terminal identified");
-                continue;
-            }
-            Outbound::Heartbeat => continue,
-            Outbound::Quote(q) => publisher.quote(&q).await,
-            Outbound::Positions(p) => publisher.positions(&p).await,
-            Outbound::Orders(o) => publisher.orders(&o).await,
-            Outbound::Account(a) => publisher.account(&a).await,
-            Outbound::Log(l) => publisher.log(&l).await,
-            Outbound::Signal(s) => publisher.signal(&s).await,
-        };
-        match result {
-            Ok(()) => stats.published += 1,
-            Err(e) => failures.record("bridge", &e),
-        }
-    }
-    tracing::info!(
-        %peer,
-        published = stats.published,
-        malformed = stats.malformed,
-        publish_failures = failures.failures(),
-        "MT5 bridge disconnected"
-    );
 }
