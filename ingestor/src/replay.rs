@@ -1,16 +1,24 @@
 //! Replaying a recording (see [`crate::record`]) onto the bus, with its
-//! original pacing.
+//! original pacing. A raw capture of terminal lines
+//! ([`crate::bridge::capture`]) is replayed through the bridge's own
+//! conversion ([`crate::bridge::session`]), connection by connection, with
+//! the capture's arrival times as "now": a conversion bug is reproduced, and
+//! its fix checked, from what the terminal really sent.
 //!
 //! Used for demos with real market data, for reproducing what a dashboard
 //! saw, and for load tests (`speed` 0 sends as fast as the bus takes it).
 //! Timing is measured from the start of each pass rather than slept line by
 //! line, so a long replay does not drift.
 
+use crate::bridge::capture::RawLine;
+use crate::bridge::clock::Clocks;
+use crate::bridge::session::{read_hello, LineFault, Session};
 use crate::ndjson::{Line, LineReader};
 use crate::publisher::{FailureLog, Publisher};
 use crate::record::Recorded;
 use bytes::Bytes;
 use serde_json::Value;
+use std::collections::HashMap;
 use std::path::PathBuf;
 use std::time::Duration;
 use tokio::time::Instant;
@@ -109,6 +117,8 @@ async fn pass(
     let mut first_t: Option<i64> = None;
     let mut line_no = 0u64;
     let mut replayable = 0u64;
+    // Raw captures: each connection's session, fresh every pass.
+    let mut raw = RawSessions::default();
     loop {
         if shutdown.is_cancelled() {
             return Ok(Pass::Stopped);
@@ -126,18 +136,22 @@ async fn pass(
         if text.iter().all(u8::is_ascii_whitespace) {
             continue;
         }
-        let rec: Recorded = match serde_json::from_slice(&text) {
-            Ok(r) => r,
+        let entry = match entry(&text) {
+            Ok(e) => e,
             Err(e) => {
                 summary.skipped += 1;
                 tracing::warn!(line = line_no, error = %e, "skipping malformed line");
                 continue;
             }
         };
+        let t = match &entry {
+            Entry::Bus(rec) => rec.t,
+            Entry::Raw(r) => r.t,
+        };
         if opts.speed > 0.0 {
-            let t0 = *first_t.get_or_insert(rec.t);
+            let t0 = *first_t.get_or_insert(t);
             // Lines out of order (clock steps) go out at once, not never.
-            let offset_ms = (rec.t - t0).max(0) as f64 / opts.speed;
+            let offset_ms = (t - t0).max(0) as f64 / opts.speed;
             let due = started + Duration::from_secs_f64(offset_ms / 1000.0);
             tokio::select! {
                 _ = shutdown.cancelled() => return Ok(Pass::Stopped),
@@ -145,22 +159,114 @@ async fn pass(
             }
         }
         replayable += 1;
-        let subject = match &opts.account {
-            Some(account) => retarget(publisher.scheme().prefix(), &rec.subject, account),
-            None => rec.subject,
-        };
-        let payload = if opts.retime {
-            retime(rec.payload.get())
-        } else {
-            Bytes::copy_from_slice(rec.payload.get().as_bytes())
-        };
-        match publisher.publish_raw(subject, payload).await {
-            Ok(()) => summary.published += 1,
-            Err(e) => failures.record("replay", &e),
+        match entry {
+            Entry::Raw(r) => raw.replay(r, publisher, opts, summary, failures).await,
+            Entry::Bus(rec) => publish_recorded(rec, publisher, opts, summary, failures).await,
         }
         if opts.speed == 0.0 && replayable.is_multiple_of(1024) {
             // Flat out, the memory bus never makes us wait: let others run.
             tokio::task::yield_now().await;
+        }
+    }
+}
+
+/// A recorded bus message, published as it was (re-targeted, re-timed
+/// when asked).
+async fn publish_recorded(
+    rec: Recorded,
+    publisher: &Publisher,
+    opts: &ReplayOptions,
+    summary: &mut ReplaySummary,
+    failures: &mut FailureLog,
+) {
+    let subject = match &opts.account {
+        Some(account) => retarget(publisher.scheme().prefix(), &rec.subject, account),
+        None => rec.subject,
+    };
+    let payload = if opts.retime {
+        retime(rec.payload.get())
+    } else {
+        Bytes::copy_from_slice(rec.payload.get().as_bytes())
+    };
+    match publisher.publish_raw(subject, payload).await {
+        Ok(()) => summary.published += 1,
+        Err(e) => failures.record("replay", &e),
+    }
+}
+
+/// One line of a file: a bus recording or a raw terminal capture.
+enum Entry {
+    Bus(Recorded),
+    Raw(RawLine),
+}
+
+fn entry(text: &[u8]) -> Result<Entry, serde_json::Error> {
+    match serde_json::from_slice::<Recorded>(text) {
+        Ok(r) => Ok(Entry::Bus(r)),
+        Err(e) => serde_json::from_slice::<RawLine>(text)
+            .map(Entry::Raw)
+            .map_err(|_| e),
+    }
+}
+
+/// The terminal connections of a raw capture, as the bridge saw them.
+#[derive(Default)]
+struct RawSessions {
+    /// Connection id → its session and publisher.
+    live: HashMap<u64, (Session, Publisher)>,
+    /// Trade-server clocks per account, as the bridge keeps them.
+    clocks: Clocks,
+}
+
+impl RawSessions {
+    /// One captured line through the bridge's conversion: the first line
+    /// of a connection is its `hello` (without key: the capture was made by
+    /// a bridge that checked it), later lines are data.
+    async fn replay(
+        &mut self,
+        raw: RawLine,
+        publisher: &Publisher,
+        opts: &ReplayOptions,
+        summary: &mut ReplaySummary,
+        failures: &mut FailureLog,
+    ) {
+        let Some((session, conn_publisher)) = self.live.get_mut(&raw.conn) else {
+            match read_hello(raw.line.as_bytes()) {
+                Ok(hello) => {
+                    let account = opts.account.clone().unwrap_or(raw.account);
+                    let session = Session::start(&hello, account.clone(), &self.clocks, raw.t);
+                    self.live
+                        .insert(raw.conn, (session, publisher.with_account(account)));
+                }
+                Err(e) => {
+                    summary.skipped += 1;
+                    tracing::warn!(conn = raw.conn, reason = %e, "raw capture: connection without hello, line skipped");
+                }
+            }
+            return;
+        };
+        let out = match session.on_line(raw.line.as_bytes(), raw.t) {
+            Ok(Some(out)) => out,
+            Ok(None) => return,
+            Err(LineFault::Skip(e)) => {
+                summary.skipped += 1;
+                tracing::warn!(conn = raw.conn, reason = %e, "raw capture: malformed line skipped");
+                return;
+            }
+            Err(LineFault::Refuse(r)) => {
+                tracing::warn!(conn = raw.conn, reason = %r, "raw capture: the bridge closed this connection here");
+                self.live.remove(&raw.conn);
+                return;
+            }
+        };
+        let sent = match crate::bridge::prepare(conn_publisher, &out) {
+            Ok(Some(p)) => conn_publisher.send(p).await,
+            Ok(None) => return,
+            Err(e) => Err(e),
+        };
+        match sent {
+            Ok(()) => summary.published += 1,
+            Err(e) => failures.record("replay", &e),
         }
     }
 }

@@ -18,8 +18,10 @@
 //! - [`nginx`]: the real nginx with `deploy/nginx/gateway.conf` ([`Nginx`]);
 //! - [`cluster`]: NATS, Redis, N gateway replicas and nginx ([`Cluster`]);
 //! - [`checks`]: the spec's payload shapes, field by field;
-//! - [`keys`]: RSA/EC test keys (openssl CLI), JWKS, hand-built tokens.
+//! - [`keys`]: RSA/EC test keys (openssl CLI), JWKS, hand-built tokens;
+//! - [`bridge`]: `ingestor bridge` and fake MT5 terminals speaking its protocol.
 
+pub mod bridge;
 pub mod checks;
 pub mod cluster;
 pub mod http;

@@ -56,13 +56,22 @@ impl ServerClock {
     }
 
     /// Records that the offset is `offset_s` as of `now_utc_ms` (a DST
-    /// change, when it differs from the one in force).
+    /// change, when it differs from the one in force). The terminal reports
+    /// a change up to a heartbeat after it happened, and servers change
+    /// their clocks on a quarter hour, so the new offset applies from the
+    /// quarter hour before `now_utc_ms`: ticks stamped between the change
+    /// and its report are converted right too.
     pub fn set(&mut self, offset_s: i64, now_utc_ms: i64) {
         let offset_ms = offset_s * 1000;
-        if self.segments.last().is_some_and(|s| s.1 == offset_ms) {
+        let Some(&(last_from, last_offset)) = self.segments.last() else {
+            return;
+        };
+        if last_offset == offset_ms {
             return;
         }
-        self.segments.push((now_utc_ms, offset_ms));
+        let quarter = OFFSET_STEP_S * 1000;
+        let from = (now_utc_ms.div_euclid(quarter) * quarter).max(last_from.saturating_add(1));
+        self.segments.push((from, offset_ms));
         if self.segments.len() > HISTORY {
             self.segments.remove(1);
             self.segments[0].0 = i64::MIN;
@@ -130,6 +139,10 @@ mod tests {
         clock.set(10_800, change);
         clock.set(10_800, change + H);
         assert_eq!(clock.offset_s(), 10_800);
+        // A tick stamped just after the change, reported 10 s later.
+        let mut late = ServerClock::new(7200);
+        late.set(10_800, change + 10_000);
+        assert_eq!(late.to_utc(change + 3 * H + 1), change + 1);
         // Opened at server 999:30 (before the change): UTC+2 still.
         assert_eq!(clock.to_utc(999 * H + H / 2), 997 * H + H / 2);
         // Stamped server 1004:00 (after): UTC+3.

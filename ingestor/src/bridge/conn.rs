@@ -201,18 +201,12 @@ pub(crate) async fn serve<S>(
 
 /// Hands converted data to the outlet: state keeps the latest, events queue.
 fn route(publisher: &Publisher, outlet: &Outlet, out: Outbound) -> Result<(), PublishError> {
-    match out {
-        Outbound::Quote(q) => outlet.state(publisher.prepare_quote(&q)?),
-        Outbound::Positions(p) => outlet.state(publisher.prepare(Channel::Positions, &p)?),
-        Outbound::Orders(o) => outlet.state(publisher.prepare(Channel::Orders, &o)?),
-        Outbound::Account(a) => outlet.state(publisher.prepare(Channel::Account, &a)?),
-        Outbound::Log(l) | Outbound::Error(l) => {
-            outlet.event(publisher.prepare(Channel::Logs, &l)?);
+    match super::prepare(publisher, &out)? {
+        Some(p) if p.stored() => {
+            outlet.event(p);
         }
-        Outbound::Signal(s) => {
-            outlet.event(publisher.prepare(Channel::Signals, &s)?);
-        }
-        Outbound::Hello(_) | Outbound::Heartbeat { .. } => {}
+        Some(p) => outlet.state(p),
+        None => {}
     }
     Ok(())
 }

@@ -18,9 +18,11 @@ pub mod session;
 pub mod tls;
 
 use crate::metrics::Metrics;
-use crate::publisher::Publisher;
+use crate::publisher::{Prepared, PublishError, Publisher};
 use keys::Keys;
+use message::Outbound;
 use outlet::OutletConfig;
+use protocol::Channel;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -89,6 +91,21 @@ impl BridgeConfig {
             raw_dir: None,
         }
     }
+}
+
+/// A converted line as the message to publish (`None` for `hello` and
+/// heartbeats): the one mapping from terminal data to subjects, shared by
+/// live connections and the replay of raw captures.
+pub fn prepare(publisher: &Publisher, out: &Outbound) -> Result<Option<Prepared>, PublishError> {
+    Ok(Some(match out {
+        Outbound::Quote(q) => publisher.prepare_quote(q)?,
+        Outbound::Positions(p) => publisher.prepare(Channel::Positions, p)?,
+        Outbound::Orders(o) => publisher.prepare(Channel::Orders, o)?,
+        Outbound::Account(a) => publisher.prepare(Channel::Account, a)?,
+        Outbound::Log(l) | Outbound::Error(l) => publisher.prepare(Channel::Logs, l)?,
+        Outbound::Signal(s) => publisher.prepare(Channel::Signals, s)?,
+        Outbound::Hello(_) | Outbound::Heartbeat { .. } => return Ok(None),
+    }))
 }
 
 /// Listens on `cfg.listen` and serves terminals until `shutdown`.
