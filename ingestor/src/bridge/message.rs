@@ -401,8 +401,6 @@ fn quote(
     ctx: Ctx<'_>,
 ) -> Result<Quote, MessageError> {
     check_symbol(&symbol)?;
-    price("bid", bid)?;
-    price("ask", ask)?;
     let digits = digits.filter(|d| *d <= 10);
     let point = match (point.filter(|p| p.is_finite() && *p > 0.0), digits) {
         (Some(p), _) => p,
@@ -421,10 +419,13 @@ fn quote(
         }
         None => x,
     };
+    // Checked after rounding: a price that rounds to 0 is not a price.
+    let bid = price("bid", round(bid))?;
+    let ask = price("ask", round(ask))?;
     Ok(Quote {
         symbol,
-        bid: round(bid),
-        ask: round(ask),
+        bid,
+        ask,
         spread: ((ask - bid) / point).round() as i64,
         timestamp: time_or_now(time, ctx)?,
     })
