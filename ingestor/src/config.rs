@@ -400,6 +400,81 @@ mod tests {
     }
 
     #[test]
+    fn bridge_settings_are_checked_at_start() {
+        let bridge = |args: &[&str]| match parse(args).map(|c| c.source) {
+            Ok(Source::Bridge(b)) => b,
+            other => panic!("{args:?}: {other:?}"),
+        };
+        let err = bridge(&["bridge"]).to_config().err().unwrap().to_string();
+        assert!(
+            err.contains("BRIDGE_KEY") && err.contains("BRIDGE_KEYS_FILE"),
+            "{err}"
+        );
+        let err = bridge(&["bridge", "--key", "short"])
+            .to_config()
+            .err()
+            .unwrap()
+            .to_string();
+        assert!(err.contains("BRIDGE_KEY"), "{err}");
+        let half = bridge(&[
+            "bridge",
+            "--key",
+            "0123456789abcdef",
+            "--tls-cert-file",
+            "/c.pem",
+        ]);
+        let err = half.to_config().err().unwrap().to_string();
+        assert!(err.contains("BRIDGE_TLS_KEY_FILE"), "{err}");
+        let missing = bridge(&[
+            "bridge",
+            "--key",
+            "0123456789abcdef",
+            "--tls-cert-file",
+            "/nonexistent/c.pem",
+            "--tls-key-file",
+            "/nonexistent/k.pem",
+        ]);
+        let err = missing.to_config().err().unwrap().to_string();
+        assert!(err.contains("BRIDGE_TLS_CERT_FILE"), "{err}");
+        let ok = bridge(&[
+            "bridge",
+            "--key",
+            "0123456789abcdef",
+            "--event-queue",
+            "5",
+            "--state-interval-ms",
+            "0",
+        ]);
+        let cfg = ok.to_config().unwrap();
+        assert_eq!(
+            (cfg.outlet.event_queue, cfg.outlet.state_interval),
+            (5, Duration::ZERO)
+        );
+        for bad in [
+            &["bridge", "--max-line-bytes", "10"][..],
+            &["bridge", "--event-queue", "0"],
+            &["bridge", "--state-interval-ms", "-1"],
+        ] {
+            assert!(parse(bad).is_err(), "{bad:?}");
+        }
+        let cli = parse(&[
+            "record",
+            "/tmp/raw",
+            "--raw",
+            "--key",
+            "0123456789abcdef",
+            "--http-addr",
+            "127.0.0.1:0",
+        ])
+        .unwrap();
+        let Source::Record(r) = &cli.source else {
+            panic!()
+        };
+        assert!(r.raw && r.bridge.to_config().is_ok());
+        assert!(cli.http_addr.is_some());
+    }
+
+    #[test]
     fn clap_definition_is_valid() {
         Cli::command().debug_assert();
     }
