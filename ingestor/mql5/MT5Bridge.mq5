@@ -324,7 +324,9 @@ bool Flush()
   }
 
 // The ingestor answers `welcome` or `refused` (then closes). Reads only
-// what is there, never waits.
+// what is there: SocketIsReadable may answer 1 speculatively on an empty
+// buffer, so the plain read waits 1 ms at most (a timeout of 0 would mean
+// the 120 s default).
 void ReadAnswers()
   {
    uint avail = SocketIsReadable(g_socket);
@@ -333,7 +335,7 @@ void ReadAnswers()
    uchar buf[];
    uint want = avail < 65536 ? avail : 65536;
    int n = InpTls ? SocketTlsReadAvailable(g_socket, buf, want)
-                  : SocketRead(g_socket, buf, want, 10);
+                  : SocketRead(g_socket, buf, want, 1);
    if(n <= 0)
       return;
    g_rx += CharArrayToString(buf, 0, n, CP_UTF8);
