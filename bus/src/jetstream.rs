@@ -10,10 +10,17 @@
 //! Both are created (or updated) idempotently by whoever starts first,
 //! ingestor or gateway. Gateways read them through ordered consumers, which
 //! async-nats recreates by itself after a gap or a server restart.
+//!
+//! On a NATS cluster both streams should have three replicas
+//! (`STREAM_REPLICAS=3`): a stream with one replica lives on one server,
+//! and losing that server loses what it holds and every publish until it
+//! is back. An update never lowers the replicas a stream already has, so a
+//! process left at the default cannot undo an operator's choice.
 
 use crate::{BusError, BusMessage, Headers, NatsBus, Subscription};
 use async_nats::jetstream::consumer::pull::OrderedConfig;
 use async_nats::jetstream::consumer::DeliverPolicy;
+use async_nats::jetstream::context::GetStreamErrorKind;
 use async_nats::jetstream::stream::{Config as StreamConfig, DiscardPolicy, StorageType};
 use futures::StreamExt;
 use std::time::Duration;
@@ -27,6 +34,8 @@ pub struct StreamLimits {
     pub events_max_messages: i64,
     /// Window in which a repeated `Nats-Msg-Id` is dropped as a duplicate.
     pub duplicate_window: Duration,
+    /// Servers holding a copy of each stream (1, or 3 on a 3-node cluster).
+    pub replicas: usize,
 }
 
 impl Default for StreamLimits {
@@ -35,6 +44,7 @@ impl Default for StreamLimits {
             events_max_age: Duration::from_secs(15 * 60),
             events_max_messages: 1_000_000,
             duplicate_window: Duration::from_secs(120),
+            replicas: 1,
         }
     }
 }
@@ -95,6 +105,7 @@ fn stream_config(prefix: &str, kind: StreamKind, limits: &StreamLimits) -> Strea
             storage: StorageType::File,
             duplicate_window: limits.duplicate_window,
             allow_direct: true,
+            num_replicas: limits.replicas,
             ..Default::default()
         },
         StreamKind::Events => StreamConfig {
@@ -106,9 +117,47 @@ fn stream_config(prefix: &str, kind: StreamKind, limits: &StreamLimits) -> Strea
             storage: StorageType::File,
             duplicate_window: limits.duplicate_window,
             allow_direct: true,
+            num_replicas: limits.replicas,
             ..Default::default()
         },
     }
+}
+
+/// How long one pull of an ordered consumer waits (see `consume`).
+const ORDERED_PULL_EXPIRES: Duration = Duration::from_secs(2);
+
+/// How long one JetStream API request of a reader may go unanswered.
+const CONSUMER_REQUEST_TIMEOUT: Duration = Duration::from_secs(2);
+/// How many times a reader asks for its consumer before giving up (the
+/// caller then retries the whole feed).
+const CONSUMER_ATTEMPTS: u32 = 5;
+
+/// How long a log or signal is retried when JetStream does not confirm it
+/// (a stream leader that died, a cluster electing a new one: a couple of
+/// seconds) before it is published without storage.
+const STORE_RETRY_FOR: Duration = Duration::from_secs(15);
+/// How long one publish waits for JetStream's acknowledgement.
+const STORE_ACK_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// Whether the settings this module owns differ between `wanted` and what
+/// the server has (which fills in many more with its defaults).
+fn differs(wanted: &StreamConfig, current: &StreamConfig) -> bool {
+    // The server reports "no limit" as -1 where a config may say 0.
+    let limit = |v: i64| if v <= 0 { -1 } else { v };
+    wanted.subjects != current.subjects
+        || limit(wanted.max_messages_per_subject) != limit(current.max_messages_per_subject)
+        || limit(wanted.max_messages) != limit(current.max_messages)
+        || wanted.max_age != current.max_age
+        || wanted.duplicate_window != current.duplicate_window
+        || wanted.num_replicas != current.num_replicas
+        || wanted.allow_direct != current.allow_direct
+}
+
+/// The configuration an update should apply: `wanted`, but never fewer
+/// replicas than the stream has now.
+fn updated_config(mut wanted: StreamConfig, current: &StreamConfig) -> StreamConfig {
+    wanted.num_replicas = wanted.num_replicas.max(current.num_replicas);
+    wanted
 }
 
 impl NatsBus {
@@ -122,7 +171,8 @@ impl NatsBus {
         prefix: &str,
         limits: &StreamLimits,
     ) -> Result<(), BusError> {
-        let js = self.jetstream();
+        let mut js = self.jetstream();
+        js.set_timeout(CONSUMER_REQUEST_TIMEOUT);
         for kind in [StreamKind::State, StreamKind::Events] {
             let config = stream_config(prefix, kind, limits);
             let name = config.name.clone();
@@ -131,10 +181,29 @@ impl NatsBus {
                 reason,
             };
             match js.get_stream(&name).await {
-                Ok(_) => {
-                    js.update_stream(config)
+                Ok(mut stream) => {
+                    let current = stream
+                        .info()
                         .await
-                        .map_err(|e| fail(e.to_string()))?;
+                        .map_err(|e| fail(e.to_string()))?
+                        .config
+                        .clone();
+                    let wanted = updated_config(config, &current);
+                    if !differs(&wanted, &current) {
+                        continue;
+                    }
+                    // A process allowed only to read JetStream (the
+                    // gateway, with NATS permissions) reads the stream as
+                    // it is: it exists, so nothing is lost.
+                    if let Err(e) = js.update_stream(wanted).await {
+                        tracing::warn!(stream = %name, error = %e, "cannot update the stream's limits; using it as it is");
+                    }
+                }
+                // Only a stream the server says does not exist is created:
+                // an unanswered request (a cluster re-electing) is retried
+                // by the caller rather than turned into a create.
+                Err(e) if !matches!(e.kind(), GetStreamErrorKind::JetStream(_)) => {
+                    return Err(fail(e.to_string()));
                 }
                 Err(_) => {
                     js.create_stream(config)
@@ -164,11 +233,13 @@ impl NatsBus {
             what: format!("consumer on {name}"),
             reason,
         };
-        let stream = self
-            .jetstream()
-            .get_stream(&name)
-            .await
-            .map_err(|e| fail(e.to_string()))?;
+        // A short request timeout, retried: while a cluster re-elects
+        // after losing a node, a consumer request can go unanswered (its
+        // placement landed on the dead node, or the meta leader is being
+        // replaced), and a fresh request is answered at once. The ordered
+        // consumer's own recreation uses the same context.
+        let mut js = self.jetstream();
+        js.set_timeout(CONSUMER_REQUEST_TIMEOUT);
         let deliver_policy = match start {
             Start::LastPerSubject => DeliverPolicy::LastPerSubject,
             Start::New => DeliverPolicy::New,
@@ -176,14 +247,34 @@ impl NatsBus {
                 start_sequence: seq.max(1),
             },
         };
-        let consumer = stream
-            .create_consumer(OrderedConfig {
-                filter_subject,
-                deliver_policy,
-                ..Default::default()
-            })
-            .await
-            .map_err(|e| fail(e.to_string()))?;
+        let config = OrderedConfig {
+            filter_subject,
+            deliver_policy,
+            // Pulls expire after this and the server heartbeats at half
+            // of it: two missed heartbeats make async-nats recreate the
+            // consumer. With its default (30 s), a consumer that lived on
+            // a cluster node that died stays silent for half a minute.
+            max_expires: ORDERED_PULL_EXPIRES,
+            ..Default::default()
+        };
+        let mut attempts = 0;
+        let consumer = loop {
+            attempts += 1;
+            let created = match js.get_stream(&name).await {
+                Ok(stream) => stream
+                    .create_consumer(config.clone())
+                    .await
+                    .map_err(|e| e.to_string()),
+                Err(e) => Err(e.to_string()),
+            };
+            match created {
+                Ok(consumer) => break consumer,
+                Err(reason) if attempts >= CONSUMER_ATTEMPTS => return Err(fail(reason)),
+                Err(reason) => {
+                    tracing::debug!(stream = %name, %reason, attempts, "consumer not created; retrying");
+                }
+            }
+        };
         let messages = consumer.messages().await.map_err(|e| fail(e.to_string()))?;
         Ok(messages
             .filter_map(|item| async move {
@@ -260,30 +351,43 @@ impl NatsBus {
     }
 
     /// Publishes and waits for JetStream to store it: for logs and signals,
-    /// which must not be lost. Falls back to a plain publish when no stream
-    /// answers (JetStream down), so live clients still get it.
+    /// which must not be lost. While no stream answers (a cluster electing
+    /// a new stream leader, a server restarting) it retries for
+    /// [`STORE_RETRY_FOR`] with the same `Nats-Msg-Id`, so a copy that was
+    /// stored but not acknowledged is not stored twice. After that it falls
+    /// back to a plain publish (JetStream down for good), so live clients
+    /// still get it.
     pub async fn publish_stored(
         &self,
         subject: String,
         payload: bytes::Bytes,
         headers: Headers,
     ) -> Result<(), BusError> {
-        let js = self.jetstream();
+        let mut js = self.jetstream();
+        js.set_timeout(STORE_ACK_TIMEOUT);
         let map = crate::nats::to_header_map(&headers).unwrap_or_default();
-        let ack = js
-            .publish_with_headers(subject.clone(), map, payload.clone())
-            .await;
-        let stored = match ack {
-            Ok(ack) => ack.await.map(|_| ()).map_err(|e| e.to_string()),
-            Err(e) => Err(e.to_string()),
-        };
-        match stored {
-            Ok(()) => Ok(()),
-            Err(reason) => {
-                tracing::warn!(%subject, %reason, "not stored by JetStream; published plainly");
-                self.publish(subject, payload, headers).await
+        let deadline = tokio::time::Instant::now() + STORE_RETRY_FOR;
+        let mut pause = Duration::from_millis(50);
+        let reason = loop {
+            let ack = js
+                .publish_with_headers(subject.clone(), map.clone(), payload.clone())
+                .await;
+            let stored = match ack {
+                Ok(ack) => ack.await.map(|_| ()).map_err(|e| e.to_string()),
+                Err(e) => Err(e.to_string()),
+            };
+            match stored {
+                Ok(()) => return Ok(()),
+                Err(reason) if tokio::time::Instant::now() + pause >= deadline => break reason,
+                Err(reason) => {
+                    tracing::debug!(%subject, %reason, "not stored by JetStream yet; retrying");
+                    tokio::time::sleep(pause).await;
+                    pause = (pause * 2).min(Duration::from_secs(1));
+                }
             }
-        }
+        };
+        tracing::warn!(%subject, %reason, "not stored by JetStream; published plainly");
+        self.publish(subject, payload, headers).await
     }
 }
 
@@ -309,5 +413,23 @@ mod tests {
         let events = stream_config("mt5", StreamKind::Events, &limits);
         assert_eq!(events.subjects, ["mt5.*.logs", "mt5.*.signals"]);
         assert_eq!(events.max_age, limits.events_max_age);
+        assert_eq!(events.num_replicas, 1);
+    }
+
+    #[test]
+    fn replicas_are_configurable_and_never_lowered_by_an_update() {
+        let three = StreamLimits {
+            replicas: 3,
+            ..StreamLimits::default()
+        };
+        let wanted = stream_config("mt5", StreamKind::Events, &three);
+        assert_eq!(wanted.num_replicas, 3);
+        let one = stream_config("mt5", StreamKind::Events, &StreamLimits::default());
+        // A process at the default meets a stream an operator made R3.
+        assert_eq!(updated_config(one.clone(), &wanted).num_replicas, 3);
+        // Raising works.
+        assert_eq!(updated_config(wanted.clone(), &one).num_replicas, 3);
+        assert!(differs(&wanted, &one));
+        assert!(!differs(&wanted, &wanted.clone()));
     }
 }

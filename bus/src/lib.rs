@@ -18,7 +18,7 @@ use futures::stream::BoxStream;
 
 pub use jetstream::{Start, StreamKind, StreamLimits};
 pub use memory::MemoryBus;
-pub use nats::{NatsBus, NatsOptions};
+pub use nats::{redact, server_addrs, NatsBus, NatsOptions};
 pub use pattern::subject_matches;
 
 /// Headers a message may carry across the bus: W3C trace context and the

@@ -86,9 +86,11 @@ pub async fn run(
     };
     let bus = connect_bus(&config).await?;
     let replica_id = config.replica_id.clone().unwrap_or_else(default_replica_id);
-    let store = match &config.session.redis_url {
-        Some(url) => SessionStore::redis(url, &config.bus.subject_prefix)?,
-        None => SessionStore::memory(),
+    let sentinels = config.session.sentinels().map_err(SessionError::from)?;
+    let store = match (&config.session.redis_url, sentinels) {
+        (_, Some(sentinels)) => SessionStore::redis_sentinel(sentinels, &config.bus.subject_prefix),
+        (Some(url), None) => SessionStore::redis(url, &config.bus.subject_prefix)?,
+        (None, None) => SessionStore::memory(),
     };
     metrics::install();
     let app = AppState::new(config, verifier, bus.clone(), store, replica_id);
@@ -217,6 +219,7 @@ fn stream_limits(config: &Config) -> StreamLimits {
         events_max_age: Duration::from_secs(config.bus.events_max_age_secs)
             .max(config.resume_window() * 2),
         events_max_messages: config.bus.events_max_messages,
+        replicas: config.bus.stream_replicas,
         ..StreamLimits::default()
     }
 }

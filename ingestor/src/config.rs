@@ -40,6 +40,12 @@ pub struct Cli {
     #[arg(long, env = "INGESTOR_HTTP_ADDR", global = true)]
     pub http_addr: Option<SocketAddr>,
 
+    /// Copies of each JetStream stream: 1, or 3 on a 3-node NATS cluster
+    /// (never lowered on an existing stream).
+    #[arg(long, env = "STREAM_REPLICAS", default_value_t = 1, global = true,
+          value_parser = clap::value_parser!(u8).range(1..=5).map(usize::from))]
+    pub stream_replicas: usize,
+
     #[command(subcommand)]
     pub source: Source,
 }
@@ -236,7 +242,9 @@ impl Cli {
 
     fn check(&self) -> Result<(), String> {
         match self.nats_url.as_deref().map(str::trim) {
-            Some(url) if !url.is_empty() => Ok(()),
+            Some(url) if !url.is_empty() => bus::server_addrs(url)
+                .map(|_| ())
+                .map_err(|e| format!("NATS_URL: {e}")),
             _ => Err("NATS_URL is required (--nats-url or the NATS_URL environment variable, e.g. nats://127.0.0.1:4222)".to_owned()),
         }
     }
@@ -397,6 +405,27 @@ mod tests {
         assert!(cli.check().is_err());
         cli.nats_url = Some("nats://127.0.0.1:4222".into());
         assert!(cli.check().is_ok());
+        cli.nats_url = Some("nats://a:4222,nats://b:4222, nats://c:4222".into());
+        assert!(cli.check().is_ok());
+        cli.nats_url = Some("nats://a:4222,nats://b:port".into());
+        let err = cli.check().unwrap_err();
+        assert!(
+            err.contains("NATS_URL") && err.contains("nats://b:port"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn stream_replicas_default_to_one_and_are_bounded() {
+        assert_eq!(parse(&["sim"]).unwrap().stream_replicas, 1);
+        assert_eq!(
+            parse(&["--stream-replicas", "3", "sim"])
+                .unwrap()
+                .stream_replicas,
+            3
+        );
+        assert!(parse(&["--stream-replicas", "0", "sim"]).is_err());
+        assert!(parse(&["--stream-replicas", "6", "sim"]).is_err());
     }
 
     #[test]

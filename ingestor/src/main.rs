@@ -80,10 +80,11 @@ async fn main() -> anyhow::Result<()> {
     // Streams first, so that what we publish is kept even before any
     // gateway runs. Gateways make them too, so a failure is not fatal.
     if let Bus::Nats(nats) = &bus {
-        if let Err(e) = nats
-            .ensure_streams(scheme.prefix(), &bus::StreamLimits::default())
-            .await
-        {
+        let limits = bus::StreamLimits {
+            replicas: cli.stream_replicas,
+            ..bus::StreamLimits::default()
+        };
+        if let Err(e) = nats.ensure_streams(scheme.prefix(), &limits).await {
             tracing::warn!(error = %e, "JetStream streams not ready; publishing anyway");
         }
     }
@@ -100,7 +101,7 @@ async fn main() -> anyhow::Result<()> {
 
     println!(
         "ingestor {source} publishing to {} as account {}",
-        cli.nats_url(),
+        bus::redact(cli.nats_url()),
         cli.account_or_default()
     );
     std::io::stdout().flush().ok();

@@ -17,6 +17,7 @@
 //! - [`http`]: a tiny HTTP/1.1 GET;
 //! - [`nginx`]: the real nginx with `deploy/nginx/gateway.conf` ([`Nginx`]);
 //! - [`cluster`]: NATS, Redis, N gateway replicas and nginx ([`Cluster`]);
+//! - [`ha`]: a 3-node NATS cluster and Redis with Sentinel ([`ha::NatsCluster`], [`ha::SentinelRedis`]);
 //! - [`checks`]: the spec's payload shapes, field by field;
 //! - [`keys`]: RSA/EC test keys (openssl CLI), JWKS, hand-built tokens;
 //! - [`bridge`]: `ingestor bridge` and fake MT5 terminals speaking its protocol.
@@ -24,6 +25,7 @@
 pub mod bridge;
 pub mod checks;
 pub mod cluster;
+pub mod ha;
 pub mod http;
 pub mod keys;
 pub mod nginx;

@@ -1,6 +1,7 @@
 //! Where the data comes from: NATS, its subject prefix, and how long
 //! JetStream keeps logs and signals for resumed sessions.
 
+use clap::builder::TypedValueParser;
 use clap::Args;
 
 #[derive(Debug, Clone, Args)]
@@ -21,4 +22,10 @@ pub struct BusConfig {
     /// JetStream: how many logs and signals are kept at most.
     #[arg(long, env = "EVENTS_MAX_MESSAGES", default_value_t = 1_000_000)]
     pub events_max_messages: i64,
+
+    /// JetStream: copies of each stream (3 on a 3-node cluster; an
+    /// existing stream's count is never lowered).
+    #[arg(long, env = "STREAM_REPLICAS", default_value_t = 1,
+          value_parser = clap::value_parser!(u8).range(1..=5).map(usize::from))]
+    pub stream_replicas: usize,
 }

@@ -247,6 +247,21 @@ impl Config {
                 return fail(var, format!("must be one NATS subject token (no dots, spaces or wildcards), got `{value}`"));
             }
         }
+        if let Err(e) = self.session.sentinels() {
+            return fail("REDIS_SENTINELS", e.to_string());
+        }
+        if self.session.redis_url.is_some() && !self.session.redis_sentinels.is_empty() {
+            return fail(
+                "REDIS_SENTINELS",
+                "and REDIS_URL are both set: give one (the sentinels find the primary)".into(),
+            );
+        }
+        if !protocol::subject::is_token(&self.session.redis_master_name) {
+            return fail(
+                "REDIS_MASTER_NAME",
+                format!("must be one word, got `{}`", self.session.redis_master_name),
+            );
+        }
         if self.auth.jwt_secret.as_deref() == Some("") {
             return fail("JWT_SECRET", "is set but empty".into());
         }
@@ -350,6 +365,12 @@ mod tests {
             (&["--sim-logs-per-sec=-1"][..], "SIM_LOGS_PER_SEC"),
             (&["--events-max-messages", "0"][..], "EVENTS_MAX_MESSAGES"),
             (&["--jwt-secret="][..], "JWT_SECRET"),
+            (&["--redis-sentinels", "a:1,b"][..], "REDIS_SENTINELS"),
+            (
+                &["--redis-sentinels", "a:1", "--redis-url", "redis://r"][..],
+                "REDIS_SENTINELS",
+            ),
+            (&["--redis-master-name", "a b"][..], "REDIS_MASTER_NAME"),
         ] {
             let err = Config::for_tests(flags).unwrap().validate().unwrap_err();
             assert_eq!(err.var, var);

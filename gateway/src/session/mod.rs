@@ -3,7 +3,8 @@
 //! their answers (`client`, `commands`), the replay of what it missed
 //! (`replay`), which entries it surely received (`delivery`), the periodic
 //! save of that (`checkpoint`), its limits (`limits`), the live clients of
-//! this replica (`registry`) and the store that outlives them (`store`).
+//! this replica (`registry`) and the store that outlives them (`store`,
+//! with the Redis primary found through Sentinel in `sentinel`).
 //!
 //! Depends on `fanout` (rooms, outboxes, history), never on a transport or
 //! on the application state: a [`Client`] holds the narrow [`Handles`].
@@ -17,6 +18,7 @@ mod delivery;
 pub mod limits;
 pub mod registry;
 mod replay;
+pub mod sentinel;
 pub mod store;
 
 use crate::fanout::history::History;

@@ -7,6 +7,7 @@
 //! is unreachable the gateway keeps serving: new connections are accepted
 //! (fail open) and sessions simply cannot be resumed until Redis is back.
 
+use super::sentinel::{SentinelConnection, SentinelError, SentinelSettings};
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use redis::AsyncCommands;
 use serde::{Deserialize, Serialize};
@@ -45,6 +46,8 @@ pub enum SessionError {
     Redis(#[from] redis::RedisError),
     #[error("stored session is unreadable: {0}")]
     Corrupt(#[from] serde_json::Error),
+    #[error("redis sentinel: {0}")]
+    Sentinel(#[from] SentinelError),
 }
 
 /// Up, down, or not configured (reported on readiness and `/api/status`).
@@ -81,17 +84,22 @@ impl SessionStore {
     /// Connects lazily: a Redis that is down at start-up is not an error.
     pub fn redis(url: &str, key_prefix: &str) -> Result<Self, SessionError> {
         let client = redis::Client::open(url)?;
-        let config = ConnectionManagerConfig::new()
-            .set_connection_timeout(Some(Duration::from_millis(500)))
-            .set_response_timeout(Some(Duration::from_millis(500)))
-            .set_max_delay(Duration::from_secs(1))
-            .set_number_of_retries(1);
-        let conn = client.get_connection_manager_lazy(config)?;
+        let conn = client.get_connection_manager_lazy(manager_config())?;
         Ok(SessionStore::Redis(RedisStore {
-            conn,
+            conn: Redis::Direct(conn),
             prefix: key_prefix.to_owned(),
             up: AtomicBool::new(false),
         }))
+    }
+
+    /// The primary the sentinels name, followed across failovers
+    /// (`sentinel`); lazily too.
+    pub fn redis_sentinel(settings: SentinelSettings, key_prefix: &str) -> Self {
+        SessionStore::Redis(RedisStore {
+            conn: Redis::Sentinel(SentinelConnection::new(settings, manager_config())),
+            prefix: key_prefix.to_owned(),
+            up: AtomicBool::new(false),
+        })
     }
 
     pub async fn load(&self, id: &str) -> Result<Option<SessionRecord>, SessionError> {
@@ -168,9 +176,12 @@ impl SessionStore {
     /// Checks the store and records its health (called periodically).
     pub async fn ping(&self) -> StoreHealth {
         if let SessionStore::Redis(r) = self {
-            let mut conn = r.conn.clone();
-            let pong: Result<String, _> = redis::cmd("PING").query_async(&mut conn).await;
-            let _ = r.watch(pong.map_err(SessionError::from));
+            let pong = async {
+                let mut conn = r.conn.get().await?;
+                let pong: String = redis::cmd("PING").query_async(&mut conn).await?;
+                Ok::<_, SessionError>(pong)
+            };
+            let _ = r.watch(pong.await);
         }
         self.health()
     }
@@ -233,9 +244,35 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
+/// Options of every connection the store opens.
+fn manager_config() -> ConnectionManagerConfig {
+    ConnectionManagerConfig::new()
+        .set_connection_timeout(Some(Duration::from_millis(500)))
+        .set_response_timeout(Some(Duration::from_millis(500)))
+        .set_max_delay(Duration::from_secs(1))
+        .set_number_of_retries(1)
+}
+
+/// One fixed server (`REDIS_URL`) or the primary Sentinel names.
+enum Redis {
+    /// A reconnecting connection to `REDIS_URL`.
+    Direct(ConnectionManager),
+    /// Whatever server the sentinels name primary, asked again on failure.
+    Sentinel(SentinelConnection),
+}
+
+impl Redis {
+    async fn get(&self) -> Result<ConnectionManager, SessionError> {
+        match self {
+            Redis::Direct(conn) => Ok(conn.clone()),
+            Redis::Sentinel(s) => Ok(s.get().await?),
+        }
+    }
+}
+
 pub struct RedisStore {
-    /// A reconnecting connection.
-    conn: ConnectionManager,
+    /// Where the calls go.
+    conn: Redis,
     /// Key prefix (the subject prefix), so deployments can share a Redis.
     prefix: String,
     /// Whether the last call reached Redis.
@@ -263,7 +300,14 @@ impl RedisStore {
 
     /// Records whether the last call reached Redis.
     fn watch<T>(&self, result: Result<T, SessionError>) -> Result<T, SessionError> {
-        let reached = !matches!(&result, Err(SessionError::Redis(_)));
+        let reached = !matches!(
+            &result,
+            Err(SessionError::Redis(_) | SessionError::Sentinel(_))
+        );
+        // Dead, or demoted (`READONLY`): ask the sentinels again next time.
+        if let (false, Redis::Sentinel(s)) = (reached, &self.conn) {
+            s.failed();
+        }
         if self.up.swap(reached, Ordering::Relaxed) != reached {
             if reached {
                 tracing::info!("redis reachable again");
@@ -275,7 +319,7 @@ impl RedisStore {
     }
 
     async fn load(&self, id: &str) -> Result<Option<SessionRecord>, SessionError> {
-        let mut conn = self.conn.clone();
+        let mut conn = self.conn.get().await?;
         let raw: Option<String> = conn.get(self.session_key(id)).await?;
         Ok(raw.map(|s| serde_json::from_str(&s)).transpose()?)
     }
@@ -286,7 +330,7 @@ impl RedisStore {
         record: &SessionRecord,
         ttl: Duration,
     ) -> Result<(), SessionError> {
-        let mut conn = self.conn.clone();
+        let mut conn = self.conn.get().await?;
         let json = serde_json::to_string(record)?;
         let _: () = conn
             .set_ex(self.session_key(id), json, ttl.as_secs().max(1))
@@ -301,7 +345,7 @@ impl RedisStore {
         cap: usize,
         ttl: Duration,
     ) -> Result<bool, SessionError> {
-        let mut conn = self.conn.clone();
+        let mut conn = self.conn.get().await?;
         let now = chrono::Utc::now().timestamp_millis();
         let took: i64 = redis::Script::new(ACQUIRE)
             .key(self.conns_key(user))
@@ -316,7 +360,7 @@ impl RedisStore {
     }
 
     async fn release(&self, user: &str, conn_id: &str) -> Result<(), SessionError> {
-        let mut conn = self.conn.clone();
+        let mut conn = self.conn.get().await?;
         let _: () = conn.zrem(self.conns_key(user), conn_id).await?;
         Ok(())
     }
@@ -325,7 +369,7 @@ impl RedisStore {
         if conns.is_empty() {
             return Ok(());
         }
-        let mut conn = self.conn.clone();
+        let mut conn = self.conn.get().await?;
         let expires = chrono::Utc::now().timestamp_millis() + ttl.as_millis() as i64;
         let mut pipe = redis::pipe();
         for (user, id) in conns {
