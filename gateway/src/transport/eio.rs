@@ -113,7 +113,7 @@ async fn serve(app: Arc<AppState>, socket: WebSocket, query: Option<String>, hea
     }
 }
 
-/// Waits for the client's `40` (namespace `/`), answering pings meanwhile;
+/// Waits for the client's `40` (namespace `/`), ignoring anything else;
 /// the `auth` object it carries, or `Null`.
 async fn namespace_connect(rx: &mut SplitStream<WebSocket>) -> Option<Value> {
     while let Some(Ok(message)) = rx.next().await {
