@@ -242,8 +242,11 @@ fn on_message(client: &Client, packet: &str, max: usize) {
     }
 }
 
+/// An EVENT packet as read: its ack id, and its name and data or why not.
 struct Event {
+    /// The ack id the client asked for, if any.
     ack: Option<u64>,
+    /// (name, data), or what is wrong with the packet.
     body: Result<(String, Option<Value>), String>,
 }
 
