@@ -113,7 +113,7 @@ async fn serve(app: Arc<AppState>, socket: WebSocket, query: Option<String>, hea
     }
 }
 
-/// Waits for the client's `40` (namespace `/`), answering pings meanwhile;
+/// Waits for the client's `40` (namespace `/`), ignoring anything else;
 /// the `auth` object it carries, or `Null`.
 async fn namespace_connect(rx: &mut SplitStream<WebSocket>) -> Option<Value> {
     while let Some(Ok(message)) = rx.next().await {
@@ -242,8 +242,11 @@ fn on_message(client: &Client, packet: &str, max: usize) {
     }
 }
 
+/// An EVENT packet as read: its ack id, and its name and data or why not.
 struct Event {
+    /// The ack id the client asked for, if any.
     ack: Option<u64>,
+    /// (name, data), or what is wrong with the packet.
     body: Result<(String, Option<Value>), String>,
 }
 
