@@ -412,10 +412,9 @@ async fn serve(storm: &Storm, slot: &Mutex<Member>, ws: &mut Ws, first: bool) {
             continue;
         }
         match eio::parse(text) {
+            // A failed send shows as the next read failing.
             Packet::Ping => {
-                if ws.send(Message::text(eio::PONG)).await.is_err() {
-                    return;
-                }
+                let _ = ws.send(Message::text(eio::PONG)).await;
             }
             Packet::Close | Packet::Message(Sio::Disconnect) => return,
             Packet::Message(Sio::ConnectError(_)) => return,
