@@ -18,10 +18,15 @@
 //! - [`nginx`]: the real nginx with `deploy/nginx/gateway.conf` ([`Nginx`]);
 //! - [`cluster`]: NATS, Redis, N gateway replicas and nginx ([`Cluster`]);
 //! - [`checks`]: the spec's payload shapes, field by field;
-//! - [`keys`]: RSA/EC test keys (openssl CLI), JWKS, hand-built tokens.
+//! - [`keys`]: RSA/EC test keys (openssl CLI), JWKS, hand-built tokens;
+//! - [`feed`]: logs stored straight into JetStream, the events stream's position;
+//! - [`dashboard`]: a plain WebSocket dashboard pinned to one replica that
+//!   resumes on another, and what it received of the logs sequence.
 
 pub mod checks;
 pub mod cluster;
+pub mod dashboard;
+pub mod feed;
 pub mod http;
 pub mod keys;
 pub mod nginx;
