@@ -82,11 +82,19 @@ pub fn session_resumed() {
 /// test) sees that no pass outlived it.
 pub fn checkpoint_pass(outcome: &'static str, seconds: f64, deadline: f64) {
     ::metrics::counter!("gateway_checkpoint_passes_total", "outcome" => outcome).increment(1);
+    // A pass cut at its deadline ends within moments of it; one that does
+    // not was held up by something else (a starved runtime, a bug).
+    let late = u64::from(seconds > deadline + LATE_SLACK_SECS);
+    ::metrics::counter!("gateway_checkpoint_passes_late_total").increment(late);
     ::metrics::gauge!("gateway_checkpoint_pass_deadline_seconds").set(deadline);
     let longest = LONGEST_PASS_US.fetch_max((seconds * 1e6) as u64, Ordering::Relaxed);
     ::metrics::gauge!("gateway_checkpoint_pass_seconds_max")
         .set(longest.max((seconds * 1e6) as u64) as f64 / 1e6);
 }
+
+/// How far past its deadline a checkpoint pass may end before it counts
+/// as late.
+const LATE_SLACK_SECS: f64 = 0.2;
 
 /// The longest checkpoint pass so far, in microseconds.
 static LONGEST_PASS_US: AtomicU64 = AtomicU64::new(0);
