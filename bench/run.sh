@@ -26,6 +26,10 @@
 # by default: WebSocket-only Socket.IO clients on its own fast path),
 # `ours-sio` (SOCKETIO_FAST_PATH=false: every client through socketioxide),
 # `node` (bench/peers/node) and `ceiling` (loadgen's trivial server). One nats-server -js (free port, store under /tmp) serves every run.
+# The storm scenario (storm-2000, ours only) starts its own redis-server and
+# two replicas sharing it, and `loadgen storm` SIGKILLs one of them under
+# 2,000 dashboards (see bench/loadgen/src/storm.rs); --only storm-2000 runs
+# just that (it needs redis-server on PATH).
 # Environment: WARMUP, DURATION (seconds, default 3 and 10),
 # CONNECT_RATE (default 1000/s), SLOW_CLIENTS (default 1).
 set -euo pipefail
@@ -216,9 +220,95 @@ summarize() { # one readable line per run, from the JSON line
   esac
 }
 
+# run_storm LABEL CLIENTS: two replicas on one Redis; loadgen kills the first.
+run_storm() {
+  local label=$1 clients=$2
+  if [ -n "$ONLY" ] && [[ "$ONLY" != *",$label,"* ]]; then return 0; fi
+  command -v redis-server >/dev/null || { say "$label: redis-server not found; skipped"; return 0; }
+  say "$label: two replicas, $clients dashboards on one, SIGKILL"
+  local rport rpid ports=() pids=() i
+  rport=$("$LOADGEN" free-port)
+  redis-server --port "$rport" --bind 127.0.0.1 --save '' --appendonly no --dir "$WORK" >"$WORK/redis.log" 2>&1 &
+  rpid=$!
+  PIDS+=("$rpid")
+  wait_port "$rport" 10 || { say "redis did not start"; FAILED=1; return 0; }
+  for i in 1 2; do
+    ports[$i]=$("$LOADGEN" free-port)
+    env NATS_URL="$NATS_URL" REDIS_URL="redis://127.0.0.1:$rport" GATEWAY_ADDR="127.0.0.1:${ports[$i]}" \
+      DEFAULT_ACCOUNT=storm REPLICA_ID="storm-$i" QUOTE_THROTTLE_MS=0 MAX_CONNECTIONS_PER_USER=100000 \
+      DRAIN_TIMEOUT_SECS=1 RUST_LOG=warn LOG_FORMAT=text "$GATEWAY" >"$WORK/$label-$i.log" 2>&1 &
+    pids[$i]=$!
+    PIDS+=("${pids[$i]}")
+  done
+  for i in 1 2; do
+    local deadline=$((SECONDS + 30))
+    until curl -fs "http://127.0.0.1:${ports[$i]}/health/ready" >/dev/null 2>&1; do
+      [ $SECONDS -lt $deadline ] || { say "replica $i never got ready"; tail -20 "$WORK/$label-$i.log" >&2; FAILED=1; return 0; }
+      sleep 0.1
+    done
+  done
+  if ! "$LOADGEN" storm --victim-url "http://127.0.0.1:${ports[1]}" --victim-pid "${pids[1]}" \
+    --survivor-url "http://127.0.0.1:${ports[2]}" --survivor-pid "${pids[2]}" \
+    --nats-url "$NATS_URL" --clients "$clients" --label "$label" --out "$RESULTS" >"$WORK/last.json"; then
+    say "$label: loadgen failed"; tail -20 "$WORK/$label-2.log" >&2
+    FAILED=1
+  fi
+  local l
+  l=$(cat "$WORK/last.json" 2>/dev/null || true)
+  [ -n "$l" ] && say "  $(printf '%s' "$l" | grep -o '"\(all_live_s\|lost\|stale\|duplicates\|duplicates_max_s_of_traffic\|resume_gaps\|survivor_rss_peak_kib\)":[^,}]*' | tr '\n' ' ')"
+  for pid in "${pids[@]}" "$rpid"; do kill -TERM "$pid" 2>/dev/null || true; done
+  for pid in "${pids[@]}" "$rpid"; do wait "$pid" 2>/dev/null || true; done
+  local keep=() p
+  for p in "${PIDS[@]}"; do [[ " ${pids[*]} $rpid " == *" $p "* ]] || keep+=("$p"); done
+  PIDS=("${keep[@]}")
+}
+
 GIT_REV="$(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || echo '?')$(git -C "$ROOT" diff --quiet HEAD -- gateway bus protocol 2>/dev/null || echo ' + uncommitted gateway changes')"
 if [ "$BUILD" = 0 ]; then
-  GIT_REV="$GIT_REV (not rebuilt: gateway binary of $(date -u -r "$GATEWAY" +%Y-%m-%dT%H:%MZ 2>/dev/null || echo '?'))"
+  # run_storm LABEL CLIENTS: two replicas on one Redis; loadgen kills the first.
+run_storm() {
+  local label=$1 clients=$2
+  if [ -n "$ONLY" ] && [[ "$ONLY" != *",$label,"* ]]; then return 0; fi
+  command -v redis-server >/dev/null || { say "$label: redis-server not found; skipped"; return 0; }
+  say "$label: two replicas, $clients dashboards on one, SIGKILL"
+  local rport rpid ports=() pids=() i
+  rport=$("$LOADGEN" free-port)
+  redis-server --port "$rport" --bind 127.0.0.1 --save '' --appendonly no --dir "$WORK" >"$WORK/redis.log" 2>&1 &
+  rpid=$!
+  PIDS+=("$rpid")
+  wait_port "$rport" 10 || { say "redis did not start"; FAILED=1; return 0; }
+  for i in 1 2; do
+    ports[$i]=$("$LOADGEN" free-port)
+    env NATS_URL="$NATS_URL" REDIS_URL="redis://127.0.0.1:$rport" GATEWAY_ADDR="127.0.0.1:${ports[$i]}" \
+      DEFAULT_ACCOUNT=storm REPLICA_ID="storm-$i" QUOTE_THROTTLE_MS=0 MAX_CONNECTIONS_PER_USER=100000 \
+      DRAIN_TIMEOUT_SECS=1 RUST_LOG=warn LOG_FORMAT=text "$GATEWAY" >"$WORK/$label-$i.log" 2>&1 &
+    pids[$i]=$!
+    PIDS+=("${pids[$i]}")
+  done
+  for i in 1 2; do
+    local deadline=$((SECONDS + 30))
+    until curl -fs "http://127.0.0.1:${ports[$i]}/health/ready" >/dev/null 2>&1; do
+      [ $SECONDS -lt $deadline ] || { say "replica $i never got ready"; tail -20 "$WORK/$label-$i.log" >&2; FAILED=1; return 0; }
+      sleep 0.1
+    done
+  done
+  if ! "$LOADGEN" storm --victim-url "http://127.0.0.1:${ports[1]}" --victim-pid "${pids[1]}" \
+    --survivor-url "http://127.0.0.1:${ports[2]}" --survivor-pid "${pids[2]}" \
+    --nats-url "$NATS_URL" --clients "$clients" --label "$label" --out "$RESULTS" >"$WORK/last.json"; then
+    say "$label: loadgen failed"; tail -20 "$WORK/$label-2.log" >&2
+    FAILED=1
+  fi
+  local l
+  l=$(cat "$WORK/last.json" 2>/dev/null || true)
+  [ -n "$l" ] && say "  $(printf '%s' "$l" | grep -o '"\(all_live_s\|lost\|stale\|duplicates\|duplicates_max_s_of_traffic\|resume_gaps\|survivor_rss_peak_kib\)":[^,}]*' | tr '\n' ' ')"
+  for pid in "${pids[@]}" "$rpid"; do kill -TERM "$pid" 2>/dev/null || true; done
+  for pid in "${pids[@]}" "$rpid"; do wait "$pid" 2>/dev/null || true; done
+  local keep=() p
+  for p in "${PIDS[@]}"; do [[ " ${pids[*]} $rpid " == *" $p "* ]] || keep+=("$p"); done
+  PIDS=("${keep[@]}")
+}
+
+GIT_REV="$GIT_REV (not rebuilt: gateway binary of $(date -u -r "$GATEWAY" +%Y-%m-%dT%H:%MZ 2>/dev/null || echo '?'))"
 fi
 say "results: $RESULTS (load average: $(cut -d' ' -f1-3 /proc/loadavg))"
 WINDOW=(--warmup "$WARMUP" --duration "$DURATION")
@@ -251,6 +341,7 @@ else
   for s in ours ours-sio node; do
     run_case slow-1000 "$s" fanout --clients 1000 --slow-clients "$SLOW_CLIENTS" --publish-rate 100 --symbols 20 "${FAN[@]}"
   done
+  run_storm storm-2000 2000
 fi
 
 took=$(($(date +%s) - started))

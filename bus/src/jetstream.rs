@@ -21,7 +21,9 @@ use crate::{BusError, BusMessage, Headers, NatsBus, Subscription};
 use async_nats::jetstream::consumer::pull::OrderedConfig;
 use async_nats::jetstream::consumer::DeliverPolicy;
 use async_nats::jetstream::context::GetStreamErrorKind;
-use async_nats::jetstream::stream::{Config as StreamConfig, DiscardPolicy, StorageType};
+use async_nats::jetstream::stream::{
+    Config as StreamConfig, DirectGetErrorKind, DiscardPolicy, StorageType,
+};
 use futures::StreamExt;
 use std::time::Duration;
 
@@ -54,6 +56,92 @@ impl Default for StreamLimits {
 pub enum StreamKind {
     State,
     Events,
+}
+
+/// How long a history read waits for the next entry before it gives up
+/// (JetStream unreachable or overloaded): the caller reports the rest.
+const READ_PATIENCE: Duration = Duration::from_secs(2);
+
+/// The range of sequences a stream holds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct StreamPosition {
+    /// The oldest sequence still stored (anything before it was dropped).
+    pub first: u64,
+    /// The newest sequence stored (0: nothing was ever stored).
+    pub last: u64,
+}
+
+impl StreamPosition {
+    /// The sequences after `after` that a replay of a subject whose newest
+    /// stored entry is `subject_last` can no longer get, because retention
+    /// dropped them: `after + 1 ..= first - 1`, unless the subject's newest
+    /// entry is at or before `after` (then nothing of it came later). The
+    /// stream does not say which subject a dropped entry had, so the range
+    /// is the widest that may hold one of ours.
+    pub fn lost_after(&self, after: u64, subject_last: u64) -> Option<(u64, u64)> {
+        let nothing_newer = subject_last > 0 && subject_last <= after;
+        (after + 1 < self.first && !nothing_newer).then(|| (after + 1, self.first - 1))
+    }
+}
+
+/// A read of one subject's entries in a sequence range, page by page, so
+/// that the memory it holds is one page (and the consumer's own fetch
+/// batch), however long the history. It ends at the range's last sequence,
+/// or at the subject's last entry when that one is gone: never on a
+/// timeout. A page that does not come within [`READ_PATIENCE`] is an error.
+pub struct EventPages {
+    subject: String,
+    feed: Option<Subscription>,
+    /// The lowest sequence not read yet.
+    next: u64,
+    until: u64,
+    patience: Duration,
+}
+
+impl EventPages {
+    /// Up to `max` entries, oldest first; empty once the range is read.
+    pub async fn next_page(&mut self, max: usize) -> Result<Vec<BusMessage>, BusError> {
+        let mut page = Vec::new();
+        while page.len() < max.max(1) {
+            let Some(feed) = self.feed.as_mut() else {
+                break;
+            };
+            let msg = match tokio::time::timeout(self.patience, feed.next()).await {
+                Ok(Some(msg)) => msg,
+                Ok(None) | Err(_) => {
+                    return Err(BusError::JetStream {
+                        what: format!("history of {}", self.subject),
+                        reason: format!(
+                            "no entry within {:?} at sequence {}",
+                            self.patience, self.next
+                        ),
+                    })
+                }
+            };
+            let seq = msg.seq.unwrap_or(self.next);
+            // The last of the range, or nothing of the subject after it.
+            let last = seq >= self.until || msg.pending == Some(0);
+            if seq <= self.until {
+                self.next = seq + 1;
+                page.push(msg);
+            }
+            if last {
+                self.next = self.until + 1;
+                self.feed = None;
+            }
+        }
+        Ok(page)
+    }
+
+    /// The lowest sequence not read yet (`until + 1` once done).
+    pub fn next_seq(&self) -> u64 {
+        self.next
+    }
+
+    /// True once the whole range is read.
+    pub fn is_done(&self) -> bool {
+        self.feed.is_none()
+    }
 }
 
 /// Where a consumer starts.
@@ -301,8 +389,81 @@ impl NatsBus {
             .boxed())
     }
 
+    /// Where the events stream stands: the oldest and newest sequence it
+    /// holds (0, 0 when empty). A feed opened right after `last` misses
+    /// nothing and repeats nothing.
+    pub async fn events_position(&self, prefix: &str) -> Result<StreamPosition, BusError> {
+        let name = stream_name(prefix, StreamKind::Events);
+        let stream = self
+            .jetstream()
+            .get_stream(&name)
+            .await
+            .map_err(|e| BusError::JetStream {
+                what: format!("stream {name}"),
+                reason: e.to_string(),
+            })?;
+        let state = &stream.cached_info().state;
+        Ok(StreamPosition {
+            first: state.first_sequence,
+            last: state.last_sequence,
+        })
+    }
+
+    /// The stream sequence of the newest entry stored on `subject` (one
+    /// direct get; 0 when the stream holds none): where a replay of that
+    /// subject ends, without waiting for anything.
+    pub async fn subject_last_seq(&self, prefix: &str, subject: &str) -> Result<u64, BusError> {
+        let name = stream_name(prefix, StreamKind::Events);
+        let fail = |reason: String| BusError::JetStream {
+            what: format!("last entry of {subject}"),
+            reason,
+        };
+        let stream = self
+            .jetstream()
+            .get_stream_no_info(&name)
+            .await
+            .map_err(|e| fail(e.to_string()))?;
+        match stream.direct_get_last_for_subject(subject).await {
+            Ok(msg) => Ok(msg.sequence),
+            Err(e) if e.kind() == DirectGetErrorKind::NotFound => Ok(0),
+            Err(e) => Err(fail(e.to_string())),
+        }
+    }
+
+    /// Opens a paged read of `subject`'s entries with a sequence in
+    /// `after + 1 ..= until` (see [`EventPages`]). Nothing is read yet;
+    /// an empty range opens no consumer at all.
+    pub async fn read_events(
+        &self,
+        prefix: &str,
+        subject: &str,
+        after: u64,
+        until: u64,
+    ) -> Result<EventPages, BusError> {
+        let feed = if until > after {
+            Some(
+                self.consume(
+                    prefix,
+                    StreamKind::Events,
+                    Some(subject.to_owned()),
+                    Start::At(after + 1),
+                )
+                .await?,
+            )
+        } else {
+            None
+        };
+        Ok(EventPages {
+            subject: subject.to_owned(),
+            feed,
+            next: after + 1,
+            until,
+            patience: READ_PATIENCE,
+        })
+    }
+
     /// The messages of one subject with a sequence above `after`, oldest
-    /// first, up to what the stream holds now (at most `limit`).
+    /// first, up to what the subject holds now (at most `limit`).
     pub async fn history(
         &self,
         prefix: &str,
@@ -310,42 +471,15 @@ impl NatsBus {
         after: u64,
         limit: usize,
     ) -> Result<Vec<BusMessage>, BusError> {
-        let name = stream_name(prefix, StreamKind::Events);
-        let fail = |reason: String| BusError::JetStream {
-            what: format!("history of {subject}"),
-            reason,
-        };
-        let mut stream = self
-            .jetstream()
-            .get_stream(&name)
-            .await
-            .map_err(|e| fail(e.to_string()))?;
-        let last = stream
-            .info()
-            .await
-            .map_err(|e| fail(e.to_string()))?
-            .state
-            .last_sequence;
-        if last <= after {
-            return Ok(Vec::new());
-        }
-        let mut feed = self
-            .consume(
-                prefix,
-                StreamKind::Events,
-                Some(subject.to_owned()),
-                Start::At(after + 1),
-            )
-            .await?;
+        let until = self.subject_last_seq(prefix, subject).await?;
+        let mut pages = self.read_events(prefix, subject, after, until).await?;
         let mut out = Vec::new();
         while out.len() < limit {
-            let next = tokio::time::timeout(Duration::from_secs(2), feed.next()).await;
-            let Ok(Some(msg)) = next else { break };
-            let done = msg.pending == Some(0) || msg.seq.is_some_and(|s| s >= last);
-            out.push(msg);
-            if done {
+            let page = pages.next_page(limit - out.len()).await?;
+            if page.is_empty() {
                 break;
             }
+            out.extend(page);
         }
         Ok(out)
     }
@@ -394,6 +528,27 @@ impl NatsBus {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_gap_is_reported_only_where_retention_may_have_dropped_ours() {
+        let pos = StreamPosition {
+            first: 100,
+            last: 200,
+        };
+        assert_eq!(pos.lost_after(99, 150), None, "nothing dropped after 99");
+        assert_eq!(pos.lost_after(40, 150), Some((41, 99)));
+        assert_eq!(
+            pos.lost_after(40, 0),
+            Some((41, 99)),
+            "the subject's entries may all be gone"
+        );
+        assert_eq!(
+            pos.lost_after(40, 30),
+            None,
+            "the subject's newest is older than the checkpoint"
+        );
+        assert_eq!(StreamPosition::default().lost_after(0, 0), None);
+    }
 
     #[test]
     fn stream_names_are_valid() {

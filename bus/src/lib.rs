@@ -16,7 +16,7 @@ mod pattern;
 use bytes::Bytes;
 use futures::stream::BoxStream;
 
-pub use jetstream::{Start, StreamKind, StreamLimits};
+pub use jetstream::{EventPages, Start, StreamKind, StreamLimits, StreamPosition};
 pub use memory::MemoryBus;
 pub use nats::{redact, server_addrs, NatsBus, NatsOptions};
 pub use pattern::subject_matches;

@@ -48,6 +48,12 @@ impl MemoryBus {
         });
     }
 
+    /// The `seq` of the last message published (0: none yet): a feed that
+    /// subscribes now gets everything after it.
+    pub fn last_seq(&self) -> u64 {
+        self.seq.load(Ordering::Relaxed)
+    }
+
     pub fn subscribe(&self, pattern: &str) -> Subscription {
         let pattern = pattern.to_owned();
         let rx = self.tx.subscribe();

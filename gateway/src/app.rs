@@ -21,8 +21,8 @@ use tokio_util::task::TaskTracker;
 pub struct AppState {
     /// The configuration the replica started with.
     pub config: Config,
-    /// Checks connection tokens.
-    pub verifier: Verifier,
+    /// Checks connection tokens (shared with the clients, for `refresh`).
+    pub verifier: Arc<Verifier>,
     /// NATS, or the memory bus of standalone mode.
     pub bus: Bus,
     /// Subject names under the configured prefix.
@@ -50,7 +50,9 @@ impl AppState {
             max_age: config.resume_window() + Duration::from_secs(30),
         }));
         let scheme = SubjectScheme::new(config.bus.subject_prefix.clone());
+        let verifier = Arc::new(verifier);
         let sessions = Handles {
+            verifier: verifier.clone(),
             history: History::new(bus.clone(), scheme.clone(), rooms.clone()),
             rooms,
             store: Arc::new(store),
@@ -97,6 +99,7 @@ fn limits(config: &Config) -> Limits {
             per_sec: l.rate_limit_per_sec,
             burst: l.rate_limit_burst,
             strikes: l.rate_limit_strikes,
+            strike_decay: Duration::from_millis(l.rate_limit_strike_decay_ms),
             max_payload_bytes: l.max_payload_bytes,
         },
         queue_limit: l.client_queue_limit,

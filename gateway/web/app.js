@@ -285,6 +285,20 @@
     if (hadFocus) el.main.focus();
   }
 
+  // A new token of the same user and account renews the open connection
+  // in place (`refresh`: no reconnect, no resume); true when it did. The
+  // server answers `refreshed`, or an `error` and the old token runs on.
+  function refreshInPlace(t) {
+    var now = token ? decodeJwt(token) : null;
+    var next = decodeJwt(t);
+    if (!ws || !now || !next || now.sub !== next.sub || now.account !== next.account) return false;
+    if (!send('refresh', { token: t })) return false;
+    token = t;
+    storageSet(t);
+    renderTokenInfo();
+    return true;
+  }
+
   function onAuthSubmit(ev) {
     ev.preventDefault();
     var t = cleanToken(el.tokenInput.value);
@@ -294,6 +308,7 @@
       el.tokenInput.focus();
       return;
     }
+    if (refreshInPlace(t)) { hideAuth(); return; }
     token = t;
     storageSet(t);
     hideAuth();
@@ -525,6 +540,7 @@
       case 'logs_update': onLog(d); break;
       case 'signals_update': onSignal(d); break;
       case 'heartbeat_ack': onHeartbeatAck(d); break;
+      case 'refreshed': renderTokenInfo(); break;
       case 'disconnected': onDisconnected(d || {}); break;
       case 'error': onError(d || {}); break;
       default: break;
@@ -1252,6 +1268,19 @@
       if (conn.state === 'reconnecting') { connDirty = true; schedule(); }
     }, 200);
 
+    // A new `#token=` in the URL: renew in place when it is the same user
+    // and account, else start over with it.
+    window.addEventListener('hashchange', function () {
+      var t = tokenFromFragment();
+      if (!t || t === token || refreshInPlace(t)) return;
+      token = t;
+      storageSet(t);
+      renderTokenInfo();
+      conn.session = null;
+      conn.attempt = 0;
+      hideAuth();
+      connect();
+    });
     window.addEventListener('online', function () {
       if (token && conn.state === 'reconnecting') { connect(); }
     });

@@ -15,6 +15,8 @@ pub enum ErrorCode {
     ForbiddenChannel,
     RateLimited,
     UpstreamUnavailable,
+    /// A resume could not replay everything missed (contract section 11).
+    ResumeGap,
     Internal,
 }
 
@@ -29,6 +31,7 @@ impl ErrorCode {
             ErrorCode::ForbiddenChannel => "FORBIDDEN_CHANNEL",
             ErrorCode::RateLimited => "RATE_LIMITED",
             ErrorCode::UpstreamUnavailable => "UPSTREAM_UNAVAILABLE",
+            ErrorCode::ResumeGap => "RESUME_GAP",
             ErrorCode::Internal => "INTERNAL",
         }
     }
@@ -73,6 +76,7 @@ mod tests {
             ErrorCode::ForbiddenChannel,
             ErrorCode::RateLimited,
             ErrorCode::UpstreamUnavailable,
+            ErrorCode::ResumeGap,
             ErrorCode::Internal,
         ] {
             let json = serde_json::to_string(&code).unwrap();

@@ -127,9 +127,9 @@ impl Cluster {
     }
 }
 
-/// Sends one inline command to Redis and returns a bulk or simple string
-/// reply (`None` for nil, errors, or no answer).
-fn redis_command(port: u16, command: &str) -> Option<String> {
+/// Sends one inline command to Redis and returns a bulk, simple string or
+/// integer reply (`None` for nil, errors, or no answer).
+pub fn redis_command(port: u16, command: &str) -> Option<String> {
     use std::io::{BufRead, BufReader, Read, Write};
     let mut stream = std::net::TcpStream::connect(("127.0.0.1", port)).ok()?;
     stream.set_read_timeout(Some(Duration::from_secs(5))).ok();
@@ -139,7 +139,7 @@ fn redis_command(port: u16, command: &str) -> Option<String> {
     reader.read_line(&mut head).ok()?;
     let head = head.trim_end();
     match head.as_bytes().first()? {
-        b'+' => Some(head[1..].to_owned()),
+        b'+' | b':' => Some(head[1..].to_owned()),
         b'$' => {
             let len: i64 = head[1..].parse().ok()?;
             let len = usize::try_from(len).ok()?;

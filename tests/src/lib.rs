@@ -21,11 +21,16 @@
 //! - [`checks`]: the spec's payload shapes, field by field;
 //! - [`keys`]: RSA/EC test keys (openssl CLI), JWKS, hand-built tokens;
 //! - [`bridge`]: `ingestor bridge` and fake MT5 terminals speaking its protocol.
+//! - [`feed`]: logs stored straight into JetStream, the events stream's position;
+//! - [`dashboard`]: a plain WebSocket dashboard pinned to one replica that
+//!   resumes on another, and what it received of the logs sequence.
 
 pub mod bridge;
 pub mod checks;
 pub mod cluster;
 pub mod ha;
+pub mod dashboard;
+pub mod feed;
 pub mod http;
 pub mod keys;
 pub mod nginx;

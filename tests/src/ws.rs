@@ -79,6 +79,11 @@ impl WsClient {
             .map_err(|e| e.to_string())
     }
 
+    /// A WebSocket ping frame; false if the connection is gone.
+    pub fn try_send_ping(&mut self) -> bool {
+        self.ws.send(Message::Ping(Vec::new().into())).is_ok()
+    }
+
     pub fn send_binary(&mut self, bytes: &[u8]) {
         self.ws
             .send(Message::binary(bytes.to_vec()))

@@ -11,6 +11,8 @@
 //! - `idle`: hold N subscribed connections, report server RSS per connection.
 //! - `connect`: authenticated handshakes per second.
 //! - `ceiling-server`: a trivial fan-out server to measure our own ceiling.
+//! - `storm`: SIGKILL one of two replicas under N dashboards on logs and
+//!   quotes and measure their return on the other (see `storm`).
 //!
 //! Modules: `eio` (packets), `client` (one connection), `publisher` (NATS),
 //! `stats` (tallies and histograms), `procstat` (/proc), `ceiling`.
@@ -22,6 +24,7 @@ mod procstat;
 mod publisher;
 mod report;
 mod stats;
+mod storm;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use client::{Ctx, Role, Transport, STOP};
@@ -57,6 +60,8 @@ enum Mode {
     Idle(IdleArgs),
     /// Authenticated handshakes per second.
     Connect(Common),
+    /// Kill one of two replicas under its dashboards; measure their resume.
+    Storm(StormArgs),
     /// A trivial fan-out server (no auth, no conflation) for our own ceiling.
     CeilingServer(CeilingArgs),
     /// The Markdown report of a results file.
@@ -176,6 +181,64 @@ struct IdleArgs {
 }
 
 #[derive(Args)]
+struct StormArgs {
+    /// The replica that is killed (base URL, http://host:port).
+    #[arg(long)]
+    victim_url: String,
+    /// Its process id: the benchmark sends it SIGKILL.
+    #[arg(long)]
+    victim_pid: u32,
+    /// The replica that survives.
+    #[arg(long)]
+    survivor_url: String,
+    /// Its process id, for its RSS.
+    #[arg(long)]
+    survivor_pid: Option<u32>,
+    #[arg(long, env = "NATS_URL", default_value = "nats://127.0.0.1:4222")]
+    nats_url: String,
+    #[arg(long, default_value = "mt5")]
+    subject_prefix: String,
+    /// HS256 secret to mint client tokens with.
+    #[arg(long, env = "JWT_SECRET", hide_env_values = true)]
+    secret: String,
+    #[arg(long, default_value = "storm")]
+    account: String,
+    /// Dashboards on the victim (logs and quotes).
+    #[arg(long, default_value_t = 2000)]
+    clients: usize,
+    /// Dashboards on the survivor whose quote latency is measured.
+    #[arg(long, default_value_t = 50)]
+    observers: usize,
+    /// Logs per second, stored through JetStream.
+    #[arg(long, default_value_t = 200.0)]
+    log_rate: f64,
+    /// Quotes per second, all symbols together.
+    #[arg(long, default_value_t = 100.0)]
+    quote_rate: f64,
+    #[arg(long, default_value_t = 10)]
+    symbols: usize,
+    /// New connections per second while the victim fills up.
+    #[arg(long, default_value_t = 500.0)]
+    connect_rate: f64,
+    /// Seconds between everyone subscribed and the kill.
+    #[arg(long, default_value_t = 8.0)]
+    before: f64,
+    /// Seconds the storm may take before the run reports who is back.
+    #[arg(long, default_value_t = 60.0)]
+    after_max: f64,
+    /// Seconds of traffic after everyone is live again.
+    #[arg(long, default_value_t = 3.0)]
+    tail: f64,
+    #[arg(long, default_value = "storm-2000")]
+    label: String,
+    #[arg(long, default_value = "ours")]
+    server: String,
+    /// Append the JSON line to this file too.
+    #[arg(long)]
+    out: Option<PathBuf>,
+}
+
+#[derive(Args)]
 struct CeilingArgs {
     #[arg(long, default_value = "127.0.0.1:0")]
     addr: SocketAddr,
@@ -214,6 +277,7 @@ fn main() {
             Mode::Fanout(args) => fanout(args, threads, nofile).await,
             Mode::Idle(args) => idle(args, threads, nofile).await,
             Mode::Connect(args) => connect(args, threads, nofile).await,
+            Mode::Storm(args) => storm(args).await,
             Mode::CeilingServer(args) => {
                 ceiling::serve(args.addr, &args.nats_url, &args.subject_prefix)
                     .await
@@ -666,6 +730,69 @@ async fn connect(common: Common, threads: usize, nofile: u64) -> Result<Value, S
     );
     run.stop().await;
     emit(&common, &line)
+}
+
+async fn storm(args: StormArgs) -> Result<Value, String> {
+    let addr = |url: &str| -> Result<SocketAddr, String> {
+        url.trim_end_matches('/')
+            .strip_prefix("http://")
+            .ok_or(format!("{url}: expected http://host:port"))?
+            .parse()
+            .map_err(|e| format!("{url}: {e}"))
+    };
+    let mint = |prefix: &str, n: usize| -> Result<Vec<String>, String> {
+        let key = jsonwebtoken::EncodingKey::from_secret(args.secret.as_bytes());
+        let header = jsonwebtoken::Header::new(jsonwebtoken::Algorithm::HS256);
+        let now = chrono::Utc::now().timestamp();
+        (0..n)
+            .map(|i| {
+                let claims = json!({"sub": format!("{prefix}-{i}"), "account": args.account, "iat": now, "exp": now + 3600});
+                jsonwebtoken::encode(&header, &claims, &key).map_err(|e| e.to_string())
+            })
+            .collect()
+    };
+    let started_at = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
+    let loadavg = procstat::loadavg_1m();
+    let result = storm::run(storm::Plan {
+        victim: addr(&args.victim_url)?,
+        survivor: addr(&args.survivor_url)?,
+        victim_pid: args.victim_pid,
+        survivor_pid: args.survivor_pid,
+        nats_url: args.nats_url.clone(),
+        prefix: args.subject_prefix.clone(),
+        account: args.account.clone(),
+        tokens: mint("storm", args.clients)?,
+        observer_tokens: mint("observer", args.observers)?,
+        log_rate: args.log_rate,
+        quote_rate: args.quote_rate,
+        symbols: args.symbols,
+        connect_rate: args.connect_rate,
+        before: Duration::from_secs_f64(args.before),
+        after_max: Duration::from_secs_f64(args.after_max),
+        tail: Duration::from_secs_f64(args.tail),
+    })
+    .await?;
+    let mut line = json!({
+        "mode": "storm",
+        "label": args.label,
+        "server": args.server,
+        "transport": "websocket",
+        "started_at": started_at,
+        "loadavg_1m_at_start": loadavg,
+        "clients": args.clients,
+    });
+    merge(&mut line, result);
+    let text = line.to_string();
+    println!("{text}");
+    if let Some(path) = &args.out {
+        let mut f = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(path)
+            .map_err(|e| format!("{}: {e}", path.display()))?;
+        writeln!(f, "{text}").map_err(|e| e.to_string())?;
+    }
+    Ok(line)
 }
 
 fn merge(into: &mut Value, from: Value) {

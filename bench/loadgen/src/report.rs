@@ -335,8 +335,64 @@ pub fn render(input: &Input) -> String {
         }
     }
 
+    storm_section(&mut out, &input.lines);
     targets(&mut out, &map);
     out
+}
+
+/// The replica-crash storm (`loadgen storm`): one row per run.
+fn storm_section(out: &mut String, lines: &[Value]) {
+    let runs: Vec<&Value> = lines.iter().filter(|l| l["mode"] == "storm").collect();
+    if runs.is_empty() {
+        return;
+    }
+    let _ = writeln!(
+        out,
+        "\n## Storm: a replica SIGKILLed under its dashboards\n"
+    );
+    let _ = writeln!(
+        out,
+        "Two replicas (NATS JetStream, Redis). `members` dashboards on the victim \
+         subscribe to logs and quotes while logs are stored at `logs/s`; the victim is \
+         SIGKILLed and every member reconnects to the survivor at once with its session \
+         id. `all live s`: from the kill until the last member received an entry newer \
+         than everything stored when its resumed `connected` arrived. `lost`: entries \
+         stored after a member's `subscribed` that it never received (must be 0). \
+         `stale`: entries stored more than 1 s before a member asked to subscribe that \
+         still reached it (must be 0). `dup s`: the most duplicates one member got, in \
+         seconds of log traffic. Observer p99: quote latency of the survivor's own \
+         dashboards before the kill and during the storm.\n"
+    );
+    let _ = writeln!(
+        out,
+        "| scenario | members | resumed | logs/s | all live s | p50 live s | lost | stale | duplicates | dup s | RESUME_GAP | survivor RSS before MiB | peak MiB | observer p99 before ms | during ms |\n|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|"
+    );
+    let mib = |v: &Value| {
+        f(v).map(|k| format!("{:.0}", k / 1024.0))
+            .unwrap_or_else(|| "–".into())
+    };
+    for l in runs {
+        let _ = writeln!(
+            out,
+            "| {} | {}/{} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |",
+            l["label"].as_str().unwrap_or(""),
+            thousands(&l["members_ready"]),
+            thousands(&l["members"]),
+            thousands(&l["resumed"]),
+            num(&l["log_rate"], 0),
+            num(&l["all_live_s"], 2),
+            num(&l["live_p50_s"], 2),
+            thousands(&l["lost"]),
+            thousands(&l["stale"]),
+            thousands(&l["duplicates"]),
+            num(&l["duplicates_max_s_of_traffic"], 2),
+            thousands(&l["resume_gaps"]),
+            mib(&l["survivor_rss_before_kib"]),
+            mib(&l["survivor_rss_peak_kib"]),
+            ms(&l["observer_quote_latency_before_us"]["p99"]),
+            ms(&l["observer_quote_latency_storm_us"]["p99"]),
+        );
+    }
 }
 
 fn targets(out: &mut String, map: &BTreeMap<Key, Value>) {
@@ -485,5 +541,23 @@ mod tests {
         assert!(md.contains("**2.00×**"));
         assert!(md.contains("| 1,000 clients: p99 no worse than Node | 5.0 ms vs 9.0 ms | met |"));
         assert!(md.contains("not measured"));
+    }
+
+    #[test]
+    fn renders_the_storm() {
+        let storm = json!({"mode": "storm", "label": "storm-2000", "server": "ours",
+            "members": 2000, "members_ready": 2000, "resumed": 2000, "log_rate": 200.0,
+            "all_live_s": 1.5, "live_p50_s": 0.7, "lost": 0, "stale": 0, "duplicates": 10,
+            "duplicates_max_s_of_traffic": 0.25, "resume_gaps": 0,
+            "survivor_rss_before_kib": 102400, "survivor_rss_peak_kib": 204800,
+            "observer_quote_latency_before_us": {"p99": 2000},
+            "observer_quote_latency_storm_us": {"p99": 40000}});
+        let md = render(&Input {
+            results_path: "x.jsonl".into(),
+            lines: vec![storm],
+            notes: vec![],
+        });
+        assert!(md.contains("## Storm"), "{md}");
+        assert!(md.contains("| storm-2000 | 2,000/2,000 | 2,000 | 200 | 1.50 | 0.70 | 0 | 0 | 10 | 0.25 | 0 | 100 | 200 | 2.0 | 40.0 |"), "{md}");
     }
 }

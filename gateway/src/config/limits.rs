@@ -22,6 +22,12 @@ pub struct LimitsConfig {
     #[arg(long, env = "RATE_LIMIT_STRIKES", default_value_t = 50)]
     pub rate_limit_strikes: u32,
 
+    /// Milliseconds after which one strike is forgiven: a dashboard that
+    /// bursts past the limit now and then all day is never cut off, a
+    /// flood still is within a second.
+    #[arg(long, env = "RATE_LIMIT_STRIKE_DECAY_MS", default_value_t = 10_000)]
+    pub rate_limit_strike_decay_ms: u64,
+
     /// Log and signal entries queued for one client before it is cut off as
     /// a slow consumer (state channels never queue: they conflate).
     #[arg(long, env = "CLIENT_QUEUE_LIMIT", default_value_t = 4096)]

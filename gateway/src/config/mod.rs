@@ -180,7 +180,7 @@ impl Config {
     }
 
     pub fn delivery_settle(&self) -> Duration {
-        Duration::from_secs(self.session.delivery_settle_secs)
+        Duration::from_secs_f64(self.session.delivery_settle_secs.clamp(0.0, 3600.0))
     }
 
     pub fn drain_timeout(&self) -> Duration {
@@ -209,6 +209,10 @@ impl Config {
             ("RATE_LIMIT_PER_SEC", self.limits.rate_limit_per_sec as u64),
             ("RATE_LIMIT_BURST", self.limits.rate_limit_burst as u64),
             ("RATE_LIMIT_STRIKES", self.limits.rate_limit_strikes as u64),
+            (
+                "RATE_LIMIT_STRIKE_DECAY_MS",
+                self.limits.rate_limit_strike_decay_ms,
+            ),
             ("MAX_PAYLOAD_BYTES", self.limits.max_payload_bytes as u64),
             ("CLIENT_QUEUE_LIMIT", self.limits.client_queue_limit as u64),
             (
@@ -223,6 +227,13 @@ impl Config {
             if value == 0 {
                 return fail(var, "must be at least 1, got 0".into());
             }
+        }
+        let settle = self.session.delivery_settle_secs;
+        if !(0.0..=3600.0).contains(&settle) {
+            return fail(
+                "DELIVERY_SETTLE_SECS",
+                format!("must be between 0 and 3600 seconds, got {settle}"),
+            );
         }
         if self.bus.events_max_messages == 0 || self.bus.events_max_messages < -1 {
             return fail(

@@ -29,6 +29,9 @@ pub enum Closing {
         /// Whether the client should reconnect.
         reconnect: bool,
     },
+    /// The token expired: what is queued is not for it any more; say
+    /// goodbye (`Token expired`, reconnect) right away.
+    Expired,
     /// The client is already gone: nothing to say, just stop.
     Gone,
 }
@@ -130,7 +133,10 @@ impl Outbox {
     /// abandoned: it will resume from its session instead.
     pub fn pop(&self) -> Option<Arc<Frame>> {
         let mut inner = self.lock();
-        if matches!(inner.closing, Some(Closing::SlowConsumer | Closing::Gone)) {
+        if matches!(
+            inner.closing,
+            Some(Closing::SlowConsumer | Closing::Expired | Closing::Gone)
+        ) {
             return None;
         }
         let frame = inner.order.pop_front()?;

@@ -126,9 +126,13 @@ impl Relay {
         }
     }
 
-    async fn open_feed(&self) -> Result<Subscription, BusError> {
+    async fn open_feed(&mut self) -> Result<Subscription, BusError> {
         match &self.bus {
-            Bus::Memory(_) => self.bus.subscribe(&self.scheme.all()).await,
+            Bus::Memory(memory) => {
+                let feed = self.bus.subscribe(&self.scheme.all()).await?;
+                self.rooms.set_feed_start(memory.last_seq());
+                Ok(feed)
+            }
             Bus::Nats(nats) => {
                 let prefix = self.scheme.prefix();
                 nats.ensure_streams(prefix, &self.limits).await?;
@@ -144,10 +148,19 @@ impl Relay {
                         .await?;
                     feeds.push(state);
                 }
-                let start = match self.last_event_seq {
-                    Some(seq) => Start::At(seq + 1),
-                    None => Start::New,
+                // Right after the last entry read; the first time, right
+                // after the stream's end: that is where every room's
+                // sequence, and the memory ring, start.
+                let after = match self.last_event_seq {
+                    Some(seq) => seq,
+                    None => {
+                        let end = nats.events_position(prefix).await?.last;
+                        self.rooms.set_feed_start(end);
+                        self.last_event_seq = Some(end);
+                        end
+                    }
                 };
+                let start = Start::At(after + 1);
                 feeds.push(
                     nats.consume(prefix, StreamKind::Events, None, start)
                         .await?,

@@ -12,13 +12,18 @@
 //! the exact point the joiner's session starts from.
 
 use crate::fanout::frame::{Frame, StateKey};
-use crate::fanout::outbox::Outbox;
+use crate::fanout::outbox::{Closing, Outbox};
+use crate::observability::metrics;
 use protocol::Channel;
 use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, RwLock};
 use std::time::{Duration, Instant};
 
 pub type ClientId = u64;
+
+/// `feed_start` before the relay's feed first opened.
+const NO_FEED: u64 = u64::MAX;
 
 /// How much event history each account keeps in memory, for resuming
 /// sessions in standalone mode (NATS deployments read JetStream instead).
@@ -36,6 +41,11 @@ pub struct Rooms {
     accounts: RwLock<HashMap<String, Arc<Room>>>,
     /// How much history each room keeps.
     limits: HistoryLimits,
+    /// The events stream position the relay's feed opened at
+    /// ([`NO_FEED`] until it opens): every entry after it passes through
+    /// here, so a subscription starts there at the latest, and the memory
+    /// ring holds everything after it that it has not aged out.
+    feed_start: AtomicU64,
 }
 
 #[derive(Default)]
@@ -46,17 +56,31 @@ struct Room {
 
 /// A member either receives live frames, or (while its missed logs or
 /// signals are being replayed) has them held back in `backlog`, so the
-/// replay and the live stream join without a gap or a reordering.
+/// replay and the live stream join without a gap or a reordering. The
+/// backlog is bounded: past `max_held` frames the member is told to
+/// reconnect (and resumes from its checkpoint) instead of growing.
 struct Member {
     /// The member's queue.
     outbox: Arc<Outbox>,
     /// Frames held back while catching up; `None` when live.
     backlog: Option<Vec<Arc<Frame>>>,
+    /// The most frames held back before the member is let go.
+    max_held: usize,
 }
 
 impl Member {
     fn deliver(&mut self, frame: Arc<Frame>) {
         match &mut self.backlog {
+            Some(held) if held.len() >= self.max_held => {
+                self.backlog = None;
+                let first = self.outbox.close(Closing::Told {
+                    reason: "Too far behind while resuming".into(),
+                    reconnect: true,
+                });
+                if first {
+                    metrics::client_cut_off("resume_backlog");
+                }
+            }
             Some(held) => held.push(frame),
             None => {
                 self.outbox.push(frame);
@@ -82,6 +106,9 @@ struct RoomInner {
     history: VecDeque<(Instant, Channel, Arc<Frame>)>,
     /// The last `seq` published per channel (logs and signals).
     last_seq: [u64; 6],
+    /// The highest `seq` the ring has dropped (0: none): entries after it
+    /// are all still there.
+    trimmed: u64,
 }
 
 impl Room {
@@ -120,7 +147,9 @@ impl RoomInner {
                         .front()
                         .is_some_and(|(t, _, _)| now.duration_since(*t) > limits.max_age)
                 {
-                    self.history.pop_front();
+                    if let Some((_, _, old)) = self.history.pop_front() {
+                        self.trimmed = self.trimmed.max(old.seq.unwrap_or(0));
+                    }
                 }
             }
             None => {}
@@ -133,6 +162,7 @@ impl Rooms {
         Rooms {
             accounts: RwLock::new(HashMap::new()),
             limits,
+            feed_start: AtomicU64::new(NO_FEED),
         }
     }
 
@@ -163,12 +193,69 @@ impl Rooms {
         let member = Member {
             outbox: outbox.clone(),
             backlog: None,
+            max_held: 0,
         };
         inner.members[channel.index()].insert(id, member);
         for frame in inner.snapshot(channel) {
             outbox.push(frame);
         }
-        inner.last_seq[channel.index()]
+        inner.last_seq[channel.index()].max(self.feed_start())
+    }
+
+    /// Records where the relay's feed opened (the events stream's last
+    /// sequence then): the first time only, since the memory ring starts
+    /// there.
+    pub fn set_feed_start(&self, seq: u64) {
+        let _ =
+            self.feed_start
+                .compare_exchange(NO_FEED, seq, Ordering::Relaxed, Ordering::Relaxed);
+    }
+
+    /// Where the relay's feed first opened; 0 before it did.
+    fn feed_start(&self) -> u64 {
+        match self.feed_start.load(Ordering::Relaxed) {
+            NO_FEED => 0,
+            seq => seq,
+        }
+    }
+
+    /// The last `seq` of `channel` this replica knows of: the last one
+    /// fanned out, or where its feed opened.
+    pub fn last_seq(&self, account: &str, channel: Channel) -> u64 {
+        self.room(account).lock().last_seq[channel.index()].max(self.feed_start())
+    }
+
+    /// True when the memory ring holds every entry of `account` after
+    /// `after`: the feed was open since then and nothing after it aged out.
+    pub fn covers(&self, account: &str, after: u64) -> bool {
+        let start = self.feed_start.load(Ordering::Relaxed);
+        start != NO_FEED && after >= start && after >= self.room(account).lock().trimmed
+    }
+
+    /// Up to `max` entries of `channel` with a `seq` in `after + 1 ..=
+    /// until`, oldest first, from memory (shared frames: sessions of one
+    /// account resuming together read the same ones).
+    pub fn history_page(
+        &self,
+        account: &str,
+        channel: Channel,
+        after: u64,
+        until: u64,
+        max: usize,
+    ) -> Vec<Arc<Frame>> {
+        let room = self.room(account);
+        let inner = room.lock();
+        // The ring is in `seq` order: skip what is at or before `after`.
+        let start = inner
+            .history
+            .partition_point(|(_, _, f)| f.seq.unwrap_or(0) <= after);
+        inner
+            .history
+            .range(start..)
+            .filter(|(_, c, f)| *c == channel && f.seq.is_some_and(|s| s <= until))
+            .take(max)
+            .map(|(_, _, f)| f.clone())
+            .collect()
     }
 
     /// Adds a member whose live frames are held back until
@@ -179,10 +266,12 @@ impl Rooms {
         channel: Channel,
         id: ClientId,
         outbox: &Arc<Outbox>,
+        max_held: usize,
     ) {
         let member = Member {
             outbox: outbox.clone(),
             backlog: Some(Vec::new()),
+            max_held: max_held.max(1),
         };
         self.room(account).lock().members[channel.index()].insert(id, member);
     }
@@ -262,17 +351,6 @@ impl Rooms {
         }
         members.len()
     }
-
-    /// Logs or signals after `seq`, oldest first, from memory.
-    pub fn history_after(&self, account: &str, channel: Channel, seq: u64) -> Vec<Arc<Frame>> {
-        self.room(account)
-            .lock()
-            .history
-            .iter()
-            .filter(|(_, c, f)| *c == channel && f.seq.is_some_and(|s| s > seq))
-            .map(|(_, _, f)| f.clone())
-            .collect()
-    }
 }
 
 #[cfg(test)]
@@ -348,13 +426,51 @@ mod tests {
             let f = Arc::new(Frame::from_bus(Channel::Logs, None, b"{}", Some(seq)).unwrap());
             r.publish("a", Channel::Logs, f);
         }
-        let after: Vec<_> = r
-            .history_after("a", Channel::Logs, 3)
-            .iter()
-            .map(|f| f.seq)
-            .collect();
-        assert_eq!(after, [Some(4), Some(5)]);
-        assert!(r.history_after("a", Channel::Signals, 0).is_empty());
+        let page = |after, until, max| -> Vec<_> {
+            r.history_page("a", Channel::Logs, after, until, max)
+                .iter()
+                .map(|f| f.seq)
+                .collect()
+        };
+        assert_eq!(page(3, 5, 10), [Some(4), Some(5)]);
+        assert_eq!(page(2, 4, 10), [Some(3), Some(4)], "up to `until`");
+        assert_eq!(page(2, 5, 1), [Some(3)], "at most `max`");
+        assert!(r.history_page("a", Channel::Signals, 0, 9, 10).is_empty());
+        // The ring keeps 3: 1 and 2 aged out.
+        assert!(!r.covers("a", 3), "no feed opened yet");
+        r.set_feed_start(0);
+        assert!(!r.covers("a", 1) && r.covers("a", 2) && r.covers("a", 4));
+    }
+
+    #[test]
+    fn a_subscription_starts_where_the_feed_opened_at_the_earliest() {
+        let r = rooms();
+        let o = Arc::new(Outbox::new(10, 0));
+        r.set_feed_start(300);
+        r.set_feed_start(999);
+        assert_eq!(r.join("a", Channel::Logs, 1, &o), 300, "not 0: everything");
+        assert_eq!(r.last_seq("a", Channel::Signals), 300);
+        let log = Arc::new(Frame::from_bus(Channel::Logs, None, b"{}", Some(301)).unwrap());
+        r.publish("a", Channel::Logs, log);
+        assert_eq!(r.join("a", Channel::Logs, 2, &o), 301);
+    }
+
+    #[test]
+    fn a_catch_up_backlog_past_its_bound_lets_the_member_go() {
+        let r = rooms();
+        let o = Arc::new(Outbox::new(10, 0));
+        r.join_catching_up("a", Channel::Logs, 1, &o, 2);
+        for seq in 1..=3 {
+            let log = Arc::new(Frame::from_bus(Channel::Logs, None, b"{}", Some(seq)).unwrap());
+            r.publish("a", Channel::Logs, log);
+        }
+        assert_eq!(
+            o.closing(),
+            Some(Closing::Told {
+                reason: "Too far behind while resuming".into(),
+                reconnect: true
+            })
+        );
     }
 
     #[test]
@@ -362,7 +478,7 @@ mod tests {
         let r = rooms();
         let log = |seq| Arc::new(Frame::from_bus(Channel::Logs, None, b"{}", Some(seq)).unwrap());
         let o = Arc::new(Outbox::new(10, 0));
-        r.join_catching_up("a", Channel::Logs, 1, &o);
+        r.join_catching_up("a", Channel::Logs, 1, &o, 100);
         r.publish("a", Channel::Logs, log(3));
         r.publish("a", Channel::Logs, log(4));
         assert!(o.is_empty(), "live frames wait while replaying");

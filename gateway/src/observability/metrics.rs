@@ -4,6 +4,7 @@
 //! every name and label set is spelled once, here.
 
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::OnceLock;
 
 static HANDLE: OnceLock<Option<PrometheusHandle>> = OnceLock::new();
@@ -74,3 +75,26 @@ pub fn client_cut_off(reason: &'static str) {
 pub fn session_resumed() {
     ::metrics::counter!("gateway_sessions_resumed_total").increment(1);
 }
+
+/// One checkpoint pass: how it ended (`saved`, `cut` at its deadline,
+/// `failed`, `skipped` while the store is down) and how long it took. The
+/// longest pass so far is kept beside the deadline, so an operator (and a
+/// test) sees that no pass outlived it.
+pub fn checkpoint_pass(outcome: &'static str, seconds: f64, deadline: f64) {
+    ::metrics::counter!("gateway_checkpoint_passes_total", "outcome" => outcome).increment(1);
+    // A pass cut at its deadline ends within moments of it; one that does
+    // not was held up by something else (a starved runtime, a bug).
+    let late = u64::from(seconds > deadline + LATE_SLACK_SECS);
+    ::metrics::counter!("gateway_checkpoint_passes_late_total").increment(late);
+    ::metrics::gauge!("gateway_checkpoint_pass_deadline_seconds").set(deadline);
+    let longest = LONGEST_PASS_US.fetch_max((seconds * 1e6) as u64, Ordering::Relaxed);
+    ::metrics::gauge!("gateway_checkpoint_pass_seconds_max")
+        .set(longest.max((seconds * 1e6) as u64) as f64 / 1e6);
+}
+
+/// How far past its deadline a checkpoint pass may end before it counts
+/// as late.
+const LATE_SLACK_SECS: f64 = 0.2;
+
+/// The longest checkpoint pass so far, in microseconds.
+static LONGEST_PASS_US: AtomicU64 = AtomicU64::new(0);

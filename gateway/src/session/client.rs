@@ -18,7 +18,8 @@ use protocol::error_code::ErrorPayload;
 use protocol::{Channel, ErrorCode};
 use serde_json::{json, Value};
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::Instant;
+use std::time::{Duration, Instant};
+use tokio::sync::watch;
 
 pub struct Client {
     /// This replica's id for the connection.
@@ -37,6 +38,9 @@ pub struct Client {
     pub(super) delivery: Mutex<Delivery>,
     /// Its inbound rate and size limits.
     guard: InboundGuard,
+    /// When its token expires (epoch seconds); `refresh` moves it, and a
+    /// watcher closes the connection on time.
+    pub(super) expires_at: watch::Sender<i64>,
     /// Rooms, history, store, registry and limits.
     pub(super) handles: Handles,
 }
@@ -50,6 +54,18 @@ impl Client {
         admission: Admission,
         transport: &'static str,
     ) -> Arc<Client> {
+        Self::connect_queued(handles, admission, transport, 0)
+    }
+
+    /// [`Client::connect`] for a transport that queues up to
+    /// `transport_queue` frames of its own past the outbox (socketioxide):
+    /// an entry counts as delivered only once that many followed it.
+    pub fn connect_queued(
+        handles: &Handles,
+        admission: Admission,
+        transport: &'static str,
+        transport_queue: u64,
+    ) -> Arc<Client> {
         let limits = handles.limits;
         let Admission {
             id,
@@ -60,6 +76,7 @@ impl Client {
         } = admission;
         // From here on the client gives the slot back when it goes.
         slot.keep();
+        let identity_expiry = identity.expires_at;
         let client = Arc::new(Client {
             id,
             identity,
@@ -67,13 +84,12 @@ impl Client {
             transport,
             outbox: Arc::new(Outbox::new(limits.queue_limit, limits.state_backlog)),
             joined: Mutex::new([false; 6]),
-            delivery: Mutex::new(Delivery::new(
-                limits.delivery_settle,
-                limits.transport_queue,
-            )),
+            delivery: Mutex::new(Delivery::new(limits.delivery_settle, transport_queue)),
             guard: InboundGuard::new(limits.inbound),
+            expires_at: watch::Sender::new(identity_expiry),
             handles: handles.clone(),
         });
+        client.watch_expiry();
         handles.registry.register(client.clone());
         metrics::client_connected(transport);
         client.outbox.push(Arc::new(Frame::control(
@@ -83,6 +99,7 @@ impl Client {
                 "server_time": protocol::time::now_rfc3339(),
                 "session": client.session,
                 "resumed": resumed.is_some(),
+                "expires_at": rfc3339(identity_expiry),
                 "replica": handles.registry.replica(),
             }),
         )));
@@ -90,6 +107,35 @@ impl Client {
             client.resume(record);
         }
         client
+    }
+
+    /// Closes the connection when its token expires (as moved by
+    /// `refresh`), on time, whether or not its queue ever empties. Ends
+    /// with the client (the sender goes with it).
+    fn watch_expiry(&self) {
+        let mut expiry = self.expires_at.subscribe();
+        let outbox = self.outbox.clone();
+        tokio::spawn(async move {
+            loop {
+                let at = *expiry.borrow_and_update();
+                let left = at.saturating_sub(chrono::Utc::now().timestamp_millis() / 1000);
+                let left = Duration::from_secs(left.clamp(0, 10 * 365 * 24 * 3600) as u64);
+                tokio::select! {
+                    _ = tokio::time::sleep(left) => {
+                        // `exp` is a whole second: expired once it has passed.
+                        if *expiry.borrow() == at {
+                            if outbox.close(Closing::Expired) {
+                                metrics::client_cut_off("token_expired");
+                            }
+                            return;
+                        }
+                    }
+                    changed = expiry.changed() => if changed.is_err() {
+                        return;
+                    },
+                }
+            }
+        });
     }
 
     pub(super) fn joined(&self) -> MutexGuard<'_, [bool; 6]> {
@@ -125,19 +171,18 @@ impl Client {
         }
     }
 
-    /// Handles one inbound event. `size` is the payload's encoded length.
-    /// Returns the reply payload, which Socket.IO also sends as the
-    /// acknowledgement when the client asked for one.
-    pub fn handle(&self, event: &str, data: Option<&Value>, size: usize) -> Value {
+    /// Every inbound frame goes through here first, before it is parsed
+    /// (malformed frames and pings included): the rate limit. `None` to go
+    /// on; otherwise the frame is dropped and this is the payload sent
+    /// instead (`RATE_LIMITED`), or the client is cut off as abusive.
+    pub fn admit(&self) -> Option<Value> {
         match self.guard.check_rate() {
-            Verdict::Allow => {}
-            Verdict::Limited => {
-                return self.error(
-                    ErrorCode::RateLimited,
-                    "Too many events",
-                    format!("slow down: {event} was not processed"),
-                )
-            }
+            Verdict::Allow => None,
+            Verdict::Limited => Some(self.error(
+                ErrorCode::RateLimited,
+                "Too many events",
+                "slow down: that message was not processed",
+            )),
             Verdict::Abusive => {
                 let first = self.outbox.close(Closing::Told {
                     reason: "Rate limit exceeded".into(),
@@ -146,9 +191,16 @@ impl Client {
                 if first {
                     metrics::client_cut_off("abuse");
                 }
-                return json!({"error": "Rate limit exceeded", "code": ErrorCode::RateLimited});
+                Some(json!({"error": "Rate limit exceeded", "code": ErrorCode::RateLimited}))
             }
         }
+    }
+
+    /// Handles one inbound event that [`Client::admit`] let through. `size`
+    /// is the payload's encoded length. Returns the reply payload, which
+    /// Socket.IO also sends as the acknowledgement when the client asked
+    /// for one.
+    pub fn handle(&self, event: &str, data: Option<&Value>, size: usize) -> Value {
         if self.guard.too_large(size) {
             return self.error(
                 ErrorCode::PayloadTooLarge,
@@ -163,11 +215,12 @@ impl Client {
             "subscribe" => self.subscribe(data),
             "unsubscribe" => self.unsubscribe(data),
             "heartbeat" => self.heartbeat(data),
+            "refresh" => self.refresh(data),
             other => self.error(
                 ErrorCode::InvalidPayload,
                 "Unknown event",
                 format!(
-                    "`{}` is not an event this server handles (subscribe, unsubscribe, heartbeat)",
+                    "`{}` is not an event this server handles (subscribe, unsubscribe, heartbeat, refresh)",
                     super::commands::truncate(other)
                 ),
             ),
@@ -214,11 +267,17 @@ impl Client {
     }
 }
 
+/// Epoch seconds as RFC 3339 UTC (`null` for a time no date can show).
+pub(super) fn rfc3339(epoch_secs: i64) -> Value {
+    chrono::DateTime::from_timestamp(epoch_secs, 0)
+        .map(|t| json!(t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)))
+        .unwrap_or(Value::Null)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::session::tests::{admission, handles};
-    use std::time::Duration;
 
     fn client(allowed: Vec<Channel>) -> (Handles, Arc<Client>) {
         let h = handles();
@@ -274,8 +333,8 @@ mod tests {
         assert_eq!(seqs, (21..=130).collect::<Vec<_>>());
     }
 
-    #[test]
-    fn connected_then_subscribed_with_errors_per_bad_channel() {
+    #[tokio::test]
+    async fn connected_then_subscribed_with_errors_per_bad_channel() {
         let (_h, c) = client(vec![Channel::Quotes, Channel::Logs]);
         let data = json!({"channels": ["quotes", "nope", "orders", 7, "quotes"]});
         let reply = c.handle("subscribe", Some(&data), 10);
@@ -297,8 +356,35 @@ mod tests {
         assert!(events[0].1["server_time"].as_str().unwrap().ends_with('Z'));
     }
 
-    #[test]
-    fn invalid_payloads_get_invalid_payload() {
+    #[tokio::test]
+    async fn thousands_of_bogus_channels_get_a_few_errors_and_a_summary() {
+        let (_h, c) = client(vec![Channel::Quotes]);
+        drain(&c);
+        let mut names: Vec<Value> = (0..5000).map(|i| json!(format!("x{i}"))).collect();
+        names.extend((0..100).map(|i| json!(format!("x{i}"))));
+        names.push(json!("orders"));
+        names.push(json!("orders"));
+        names.push(json!("quotes"));
+        let reply = c.handle("subscribe", Some(&json!({ "channels": names })), 10);
+        assert_eq!(reply, json!({"channels": ["quotes"]}));
+        let errors: Vec<Value> = drain(&c)
+            .into_iter()
+            .filter(|(e, _)| e == "error")
+            .map(|(_, d)| d)
+            .collect();
+        assert_eq!(errors.len(), 7, "{errors:?}");
+        assert!(
+            errors[6]["details"]
+                .as_str()
+                .unwrap()
+                .contains("4,995 more"),
+            "{}",
+            errors[6]
+        );
+    }
+
+    #[tokio::test]
+    async fn invalid_payloads_get_invalid_payload() {
         let (_h, c) = client(Channel::ALL.to_vec());
         drain(&c);
         for (event, data) in [
@@ -315,8 +401,8 @@ mod tests {
         assert!(c.outbox.closing().is_none(), "the connection stays up");
     }
 
-    #[test]
-    fn heartbeat_echoes_and_unsubscribe_leaves() {
+    #[tokio::test]
+    async fn heartbeat_echoes_and_unsubscribe_leaves() {
         let (_h, c) = client(Channel::ALL.to_vec());
         let ack = c.handle("heartbeat", Some(&json!({"timestamp": 42})), 10);
         assert_eq!(ack["client_timestamp"], 42);
@@ -326,8 +412,8 @@ mod tests {
         assert_eq!(left, json!({"channels": ["logs"]}));
     }
 
-    #[test]
-    fn oversized_payloads_are_refused() {
+    #[tokio::test]
+    async fn oversized_payloads_are_refused() {
         let (h, c) = client(Channel::ALL.to_vec());
         let big = h.limits.inbound.max_payload_bytes + 1;
         let reply = c.handle("subscribe", Some(&json!({"channels": []})), big);

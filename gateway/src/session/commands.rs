@@ -1,9 +1,11 @@
-//! The answers to a client's events: `subscribe`, `unsubscribe` and
-//! `heartbeat`, each with the `error` events its bad parts deserve.
+//! The answers to a client's events: `subscribe`, `unsubscribe`,
+//! `heartbeat` and `refresh`, each with the `error` events its bad parts
+//! deserve.
 
 use crate::session::client::Client;
 use protocol::{Channel, ErrorCode};
 use serde_json::{json, Value};
+use std::collections::HashSet;
 
 impl Client {
     pub(super) fn subscribe(&self, data: Option<&Value>) -> Value {
@@ -98,39 +100,112 @@ impl Client {
         payload
     }
 
-    /// Known, allowed channels in request order without repeats; one
-    /// `error` event for each name that is unknown or not allowed.
+    /// Renews the connection in place with a new token of the same user
+    /// and account: `refreshed {expires_at}`. A token that does not verify,
+    /// or is someone else's, gets `UNAUTHORIZED` and changes nothing: the
+    /// old one runs until it expires. The channels stay those joined.
+    pub(super) fn refresh(&self, data: Option<&Value>) -> Value {
+        let Some(token) = data.and_then(|d| d.get("token")).and_then(Value::as_str) else {
+            return self.error(
+                ErrorCode::InvalidPayload,
+                "Invalid refresh payload",
+                "expected {\"token\": \"<JWT>\"}",
+            );
+        };
+        match self.handles.verifier.verify(token) {
+            Ok(renewed)
+                if renewed.user == self.identity.user
+                    && renewed.account == self.identity.account =>
+            {
+                self.expires_at.send_replace(renewed.expires_at);
+                let payload = json!({ "expires_at": super::client::rfc3339(renewed.expires_at) });
+                self.reply("refreshed", &payload);
+                payload
+            }
+            Ok(_) => self.error(
+                ErrorCode::Unauthorized,
+                "Refresh refused",
+                "the token is for another user or account; the current one stays until it expires",
+            ),
+            Err(e) => self.error(
+                ErrorCode::Unauthorized,
+                "Refresh refused",
+                format!("{e}; the current token stays until it expires"),
+            ),
+        }
+    }
+
+    /// Known, allowed channels in request order without repeats. Each
+    /// distinct rejected name gets one `error` (`UNKNOWN_CHANNEL` or
+    /// `FORBIDDEN_CHANNEL`), the first [`MAX_CHANNEL_ERRORS`] of them; the
+    /// rest are counted in one summary, so one request never answers with
+    /// thousands of frames.
     fn vet(&self, names: &[Value]) -> Vec<Channel> {
         let mut ok = Vec::new();
+        let mut rejected: HashSet<&Value> = HashSet::new();
+        let mut unreported = 0usize;
         for name in names {
             let text = name.as_str().unwrap_or_default();
-            match text.parse::<Channel>() {
-                Ok(c) if !self.identity.may_see(c) => {
-                    self.error(
-                        ErrorCode::ForbiddenChannel,
-                        "Channel not allowed",
-                        format!("your token does not allow `{c}`"),
-                    );
-                }
-                Ok(c) => {
+            let verdict = match text.parse::<Channel>() {
+                Ok(c) if self.identity.may_see(c) => {
                     if !ok.contains(&c) {
                         ok.push(c)
                     }
+                    continue;
                 }
-                Err(_) => {
-                    self.error(
-                        ErrorCode::UnknownChannel,
-                        "Unknown channel",
-                        format!(
-                            "{} is not one of quotes, positions, orders, logs, signals, account",
-                            truncate(&name.to_string())
-                        ),
-                    );
-                }
+                Ok(c) => (
+                    ErrorCode::ForbiddenChannel,
+                    "Channel not allowed",
+                    format!("your token does not allow `{c}`"),
+                ),
+                Err(_) => (
+                    ErrorCode::UnknownChannel,
+                    "Unknown channel",
+                    format!(
+                        "{} is not one of quotes, positions, orders, logs, signals, account",
+                        truncate(&name.to_string())
+                    ),
+                ),
+            };
+            if !rejected.insert(name) {
+                continue;
             }
+            if rejected.len() > MAX_CHANNEL_ERRORS {
+                unreported += 1;
+                continue;
+            }
+            let (code, error, details) = verdict;
+            self.error(code, error, details);
+        }
+        if unreported > 0 {
+            self.error(
+                ErrorCode::UnknownChannel,
+                "More channels rejected",
+                format!(
+                    "and {} more channel names that are unknown or not allowed",
+                    thousands(unreported)
+                ),
+            );
         }
         ok
     }
+}
+
+/// Rejected channel names answered one by one in a request; the rest get
+/// one summary `error`.
+const MAX_CHANNEL_ERRORS: usize = 6;
+
+/// `4994` → `4,994`.
+fn thousands(n: usize) -> String {
+    let digits = n.to_string();
+    let mut out = String::new();
+    for (i, c) in digits.chars().enumerate() {
+        if i > 0 && (digits.len() - i).is_multiple_of(3) {
+            out.push(',');
+        }
+        out.push(c);
+    }
+    out
 }
 
 /// `{"channels": [...]}` → the list, or why not.

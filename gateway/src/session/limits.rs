@@ -1,12 +1,17 @@
 //! What one client and one session may use: the numbers every client is
 //! built with ([`Limits`]), and the per-connection guard on inbound traffic:
 //! an event rate limit (governor's GCRA, so bursts are allowed but the
-//! average is not exceeded) with a strike count that turns sustained abuse
-//! into a disconnect, and a payload size cap.
+//! average is not exceeded) with strikes that turn sustained abuse into a
+//! disconnect, and a payload size cap.
+//!
+//! Strikes decay: they are a second GCRA whose burst is the tolerated
+//! strikes and which forgives one every `strike_decay`. A dashboard open
+//! all day that bursts past the limit now and then is never cut off; a
+//! flood runs out of strikes within a second. Every inbound frame counts,
+//! malformed ones and pings included (the transport asks before parsing).
 
 use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
 use std::num::NonZeroU32;
-use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 
 /// The per-client and per-session numbers from the configuration.
@@ -36,8 +41,10 @@ pub struct LimitConfig {
     pub per_sec: u32,
     /// Events in a burst.
     pub burst: u32,
-    /// Rate-limited events tolerated before the connection is closed.
+    /// Rate-limited events tolerated (at once) before the connection is closed.
     pub strikes: u32,
+    /// How long until one strike is forgiven.
+    pub strike_decay: Duration,
     /// Largest event payload handled, in bytes.
     pub max_payload_bytes: usize,
 }
@@ -56,8 +63,8 @@ pub enum Verdict {
 pub struct InboundGuard {
     /// The GCRA rate limiter.
     limiter: DefaultDirectRateLimiter,
-    /// Rate-limited events so far.
-    strikes: AtomicU32,
+    /// The strikes left: a GCRA that forgives one per `strike_decay`.
+    strikes: DefaultDirectRateLimiter,
     /// The limits applied.
     config: LimitConfig,
 }
@@ -66,9 +73,15 @@ impl InboundGuard {
     pub fn new(config: LimitConfig) -> Self {
         let per_sec = NonZeroU32::new(config.per_sec).unwrap_or(NonZeroU32::MIN);
         let burst = NonZeroU32::new(config.burst).unwrap_or(per_sec);
+        // The strike that empties the allowance is the last one tolerated.
+        let tolerated =
+            NonZeroU32::new(config.strikes.saturating_sub(1)).unwrap_or(NonZeroU32::MIN);
+        let decay = Quota::with_period(config.strike_decay.max(Duration::from_millis(1)))
+            .unwrap_or(Quota::per_second(NonZeroU32::MIN))
+            .allow_burst(tolerated);
         InboundGuard {
             limiter: RateLimiter::direct(Quota::per_second(per_sec).allow_burst(burst)),
-            strikes: AtomicU32::new(0),
+            strikes: RateLimiter::direct(decay),
             config,
         }
     }
@@ -77,11 +90,10 @@ impl InboundGuard {
         if self.limiter.check().is_ok() {
             return Verdict::Allow;
         }
-        let strikes = self.strikes.fetch_add(1, Ordering::Relaxed) + 1;
-        if strikes >= self.config.strikes {
-            Verdict::Abusive
-        } else {
+        if self.config.strikes > 1 && self.strikes.check().is_ok() {
             Verdict::Limited
+        } else {
+            Verdict::Abusive
         }
     }
 
@@ -100,6 +112,7 @@ mod tests {
             per_sec: 1,
             burst: 3,
             strikes: 2,
+            strike_decay: Duration::from_secs(3600),
             max_payload_bytes: 10,
         });
         assert_eq!(g.check_rate(), Verdict::Allow);
@@ -108,5 +121,28 @@ mod tests {
         assert_eq!(g.check_rate(), Verdict::Limited);
         assert_eq!(g.check_rate(), Verdict::Abusive);
         assert!(g.too_large(11) && !g.too_large(10));
+    }
+
+    /// Bursts over the limit, spaced by more than the decay of the strikes
+    /// they cost, never add up; the same bursts back to back do.
+    #[test]
+    fn strikes_decay_between_bursts() {
+        let config = LimitConfig {
+            per_sec: 1000,
+            burst: 10,
+            strikes: 5,
+            strike_decay: Duration::from_millis(10),
+            max_payload_bytes: 10,
+        };
+        let g = InboundGuard::new(config);
+        for _ in 0..20 {
+            let verdicts: Vec<Verdict> = (0..13).map(|_| g.check_rate()).collect();
+            assert!(!verdicts.contains(&Verdict::Abusive), "{verdicts:?}");
+            assert!(verdicts.contains(&Verdict::Limited));
+            std::thread::sleep(Duration::from_millis(60));
+        }
+        let flood = InboundGuard::new(config);
+        let verdicts: Vec<Verdict> = (0..100).map(|_| flood.check_rate()).collect();
+        assert!(verdicts.contains(&Verdict::Abusive));
     }
 }

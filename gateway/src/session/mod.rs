@@ -44,6 +44,8 @@ pub struct Handles {
     pub registry: Arc<Registry>,
     /// The numbers each client is built with.
     pub limits: Limits,
+    /// Checks the tokens a client renews its connection with (`refresh`).
+    pub verifier: Arc<auth::Verifier>,
     /// Client writers and final session saves, so a drain can wait for them.
     pub tasks: TaskTracker,
 }
@@ -68,6 +70,7 @@ pub(crate) mod tests {
         }));
         let bus = Bus::Memory(MemoryBus::new());
         Handles {
+            verifier: Arc::new(auth::Verifier::from_secret(b"test", "demo")),
             history: History::new(bus, SubjectScheme::new("mt5"), rooms.clone()),
             rooms,
             store: Arc::new(SessionStore::memory()),
@@ -77,6 +80,7 @@ pub(crate) mod tests {
                     per_sec: 20,
                     burst: 40,
                     strikes: 50,
+                    strike_decay: Duration::from_secs(10),
                     max_payload_bytes: 64 * 1024,
                 },
                 queue_limit: 4096,

@@ -9,6 +9,9 @@ use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
+/// What a client that registers during a drain is told.
+const DRAIN_REASON: &str = "Server shutdown";
+
 pub struct Registry {
     /// This replica's name, part of every connection key.
     replica: String,
@@ -46,8 +49,17 @@ impl Registry {
         self.next_id.fetch_add(1, Ordering::Relaxed)
     }
 
+    /// Adds a client. One admitted just before a drain began but
+    /// registered after it is told to go at once, like the others.
     pub fn register(&self, client: Arc<Client>) {
-        self.lock().insert(client.id, client);
+        let mut clients = self.lock();
+        if self.is_draining() {
+            client.outbox.close(Closing::Told {
+                reason: DRAIN_REASON.to_owned(),
+                reconnect: true,
+            });
+        }
+        clients.insert(client.id, client);
     }
 
     /// True if the client was still registered.
@@ -66,8 +78,11 @@ impl Registry {
     /// Starts a drain: no client is admitted any more, and every client
     /// is told to go (and to reconnect, to another replica).
     pub fn drain(&self, reason: &str) {
+        // Set under the lock: a client registers either before (and is
+        // told here) or after (and is told by `register`).
+        let clients = self.lock();
         self.draining.store(true, Ordering::Relaxed);
-        for client in self.lock().values() {
+        for client in clients.values() {
             client.outbox.close(Closing::Told {
                 reason: reason.to_owned(),
                 reconnect: true,
@@ -81,5 +96,29 @@ impl Registry {
 
     fn lock(&self) -> MutexGuard<'_, HashMap<ClientId, Arc<Client>>> {
         self.clients.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::fanout::outbox::Closing;
+    use crate::session::tests::{admission, handles};
+    use crate::session::Client;
+    use protocol::Channel;
+
+    /// Admitted before the drain began, registered after it: still told.
+    #[tokio::test]
+    async fn a_client_registered_during_a_drain_is_told_to_go() {
+        let h = handles();
+        let late = admission(&h, Channel::ALL.to_vec(), None);
+        h.registry.drain("Server shutdown");
+        let c = Client::connect(&h, late, "test");
+        assert_eq!(
+            c.outbox.closing(),
+            Some(Closing::Told {
+                reason: "Server shutdown".into(),
+                reconnect: true
+            })
+        );
     }
 }

@@ -124,6 +124,23 @@ impl SessionStore {
         }
     }
 
+    /// Saves many sessions in one round trip (a Redis pipeline).
+    pub async fn save_many(
+        &self,
+        records: &[(String, SessionRecord)],
+        ttl: Duration,
+    ) -> Result<(), SessionError> {
+        match self {
+            SessionStore::Memory(m) => {
+                for (id, record) in records {
+                    m.save(id, record, ttl);
+                }
+                Ok(())
+            }
+            SessionStore::Redis(r) => r.watch(r.save_many(records, ttl).await),
+        }
+    }
+
     /// Counts `conn` against `user`'s cap; false when the cap is reached.
     /// Entries expire after `ttl` unless refreshed, so a crashed replica's
     /// connections stop counting by themselves.
@@ -338,6 +355,28 @@ impl RedisStore {
         Ok(())
     }
 
+    async fn save_many(
+        &self,
+        records: &[(String, SessionRecord)],
+        ttl: Duration,
+    ) -> Result<(), SessionError> {
+        if records.is_empty() {
+            return Ok(());
+        }
+        let mut pipe = redis::pipe();
+        for (id, record) in records {
+            pipe.cmd("SET")
+                .arg(self.session_key(id))
+                .arg(serde_json::to_string(record)?)
+                .arg("EX")
+                .arg(ttl.as_secs().max(1))
+                .ignore();
+        }
+        let mut conn = self.conn.clone();
+        let _: () = pipe.query_async(&mut conn).await?;
+        Ok(())
+    }
+
     async fn acquire(
         &self,
         user: &str,
@@ -412,6 +451,17 @@ mod tests {
         assert_eq!(s.load("a").await.unwrap(), Some(record("alice")));
         s.save("b", &record("bob"), Duration::ZERO).await.unwrap();
         assert_eq!(s.load("b").await.unwrap(), None);
+    }
+
+    #[tokio::test]
+    async fn memory_store_saves_many_at_once() {
+        let s = SessionStore::memory();
+        let many = vec![
+            ("a".to_owned(), record("alice")),
+            ("b".to_owned(), record("bob")),
+        ];
+        s.save_many(&many, Duration::from_secs(60)).await.unwrap();
+        assert_eq!(s.load("b").await.unwrap(), Some(record("bob")));
     }
 
     #[tokio::test]

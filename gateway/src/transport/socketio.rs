@@ -79,7 +79,8 @@ async fn on_connect(socket: SocketRef, State(app): State<Arc<AppState>>) {
         let _ = socket.disconnect();
         return;
     };
-    let client = Client::connect(&app.sessions, admission, "socketio");
+    let queue = app.sessions.limits.transport_queue;
+    let client = Client::connect_queued(&app.sessions, admission, "socketio", queue);
     if let Some(slot) = socket.extensions.get::<ClientSlot>() {
         let _ = slot.0.set(client.clone());
     }
@@ -105,7 +106,12 @@ async fn on_event(
     };
     let data = data.ok();
     let size = data.as_ref().map(encoded_len).unwrap_or(0);
-    let reply = client.handle(&event, data.as_ref(), size);
+    // socketioxide has parsed the packet already; the limit still comes
+    // before anything acts on it.
+    let reply = match client.admit() {
+        Some(refused) => refused,
+        None => client.handle(&event, data.as_ref(), size),
+    };
     // Without an ack id this is a no-op; a full queue only loses the ack,
     // the reply event is queued in the outbox either way.
     let _ = ack.send(&reply);
@@ -136,7 +142,7 @@ impl FrameSink for SioSink {
             Err(SendError::Socket(SocketError::Closed)) => Sent::Closed,
             Err(e) => {
                 tracing::warn!(error = %e, event = frame.event, "cannot encode a frame; skipped");
-                Sent::Ok
+                Sent::Dropped
             }
         }
     }

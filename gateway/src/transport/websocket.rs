@@ -86,6 +86,14 @@ pub async fn read(
         let Some(Ok(message)) = message else {
             return false;
         };
+        // The rate limit sees every frame before anything parses it.
+        if matches!(
+            message,
+            Message::Text(_) | Message::Binary(_) | Message::Ping(_)
+        ) && client.admit().is_some()
+        {
+            continue;
+        }
         match message {
             Message::Text(text) => {
                 if dialect.text(client, &text) == Flow::Stop {

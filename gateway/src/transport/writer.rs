@@ -17,7 +17,6 @@
 
 use crate::fanout::frame::Frame;
 use crate::fanout::outbox::Closing;
-use crate::observability::metrics;
 use crate::session::Client;
 use serde_json::json;
 use std::future::Future;
@@ -38,6 +37,9 @@ pub enum Sent {
     Ok,
     /// No room right now; try again later.
     Busy,
+    /// This frame could not be encoded and was not sent (the socket is
+    /// fine): it must not count as delivered.
+    Dropped,
     /// The socket is gone.
     Closed,
 }
@@ -53,9 +55,6 @@ pub trait FrameSink: Send {
 }
 
 pub async fn run<S: FrameSink>(client: Arc<Client>, mut sink: S) {
-    let expires_in = token_lifetime(client.identity.expires_at);
-    let expiry = tokio::time::sleep(expires_in);
-    tokio::pin!(expiry);
     loop {
         let open = drain_queue(&client, &mut sink).await;
         if let Some(closing) = client.outbox.closing() {
@@ -71,6 +70,7 @@ pub async fn run<S: FrameSink>(client: Arc<Client>, mut sink: S) {
                     Some(("Slow consumer: too far behind".to_owned(), true))
                 }
                 Closing::Told { reason, reconnect } => Some((reason, reconnect)),
+                Closing::Expired => Some(("Token expired".to_owned(), true)),
             };
             match farewell {
                 Some((reason, reconnect)) if open => goodbye(&mut sink, &reason, reconnect).await,
@@ -89,13 +89,9 @@ pub async fn run<S: FrameSink>(client: Arc<Client>, mut sink: S) {
         if !client.outbox.is_empty() {
             continue;
         }
-        tokio::select! {
-            _ = client.outbox.wait() => {}
-            _ = &mut expiry => {
-                metrics::client_cut_off("token_expired");
-                client.outbox.close(Closing::Told { reason: "Token expired".into(), reconnect: true });
-            }
-        }
+        // Token expiry is the session's: it closes the outbox on time,
+        // whether or not this queue ever empties.
+        client.outbox.wait().await;
     }
 }
 
@@ -111,6 +107,7 @@ async fn drain_queue<S: FrameSink>(client: &Client, sink: &mut S) -> bool {
                 wrote = true;
                 busy_since = None;
             }
+            Some(Sent::Dropped) => {}
             Some(Sent::Closed) | None => return false,
             Some(Sent::Busy) => {
                 client.outbox.unpop(frame);
@@ -160,7 +157,7 @@ async fn goodbye<S: FrameSink>(sink: &mut S, reason: &str, reconnect: bool) {
             match sink.send(&frame).await {
                 Sent::Busy => tokio::time::sleep(BUSY_RETRY).await,
                 Sent::Ok => return sink.flush().await == Sent::Ok,
-                Sent::Closed => return false,
+                Sent::Closed | Sent::Dropped => return false,
             }
         }
     })
@@ -173,11 +170,6 @@ async fn goodbye<S: FrameSink>(sink: &mut S, reason: &str, reconnect: bool) {
 
 async fn close<S: FrameSink>(sink: &mut S) {
     let _ = tokio::time::timeout(CLOSE_PATIENCE, sink.close()).await;
-}
-
-fn token_lifetime(expires_at: i64) -> Duration {
-    let left = expires_at.saturating_sub(chrono::Utc::now().timestamp());
-    Duration::from_secs(left.clamp(0, 10 * 365 * 24 * 3600) as u64)
 }
 
 #[cfg(test)]
