@@ -18,10 +18,16 @@
 //! - [`nginx`]: the real nginx with `deploy/nginx/gateway.conf` ([`Nginx`]);
 //! - [`cluster`]: NATS, Redis, N gateway replicas and nginx ([`Cluster`]);
 //! - [`checks`]: the spec's payload shapes, field by field;
-//! - [`keys`]: RSA/EC test keys (openssl CLI), JWKS, hand-built tokens.
+//! - [`keys`]: RSA/EC test keys (openssl CLI), JWKS, hand-built tokens;
+//! - [`edge`]: raw and hostile clients (any `Host`/`Origin`, Engine.IO by
+//!   hand, floods from another source address) and [`edge::MemoryJail`];
+//! - [`admin`]: one-shot `gateway` runs (`check-config`, `revoke`, refused
+//!   starts) and log checks.
 
+pub mod admin;
 pub mod checks;
 pub mod cluster;
+pub mod edge;
 pub mod http;
 pub mod keys;
 pub mod nginx;

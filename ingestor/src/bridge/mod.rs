@@ -142,12 +142,12 @@ async fn connection(
         };
         let result = match out {
             Outbound::Hello { account, about } => {
-                match account {
-                    Some(a) if protocol::subject::is_token(&a) => {
-                        publisher = publisher.with_account(a);
+                match account.map(protocol::Account::new) {
+                    Some(Ok(a)) => {
+                        publisher = publisher.with_account(a.into_string());
                     }
-                    Some(a) => {
-                        tracing::warn!(%peer, account = %a, "EA account label is not a valid subject token, keeping the default");
+                    Some(Err(e)) => {
+                        tracing::warn!(%peer, error = %e, "EA account label is not a valid subject token, keeping the default");
                     }
                     None => {}
                 }
