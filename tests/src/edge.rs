@@ -418,6 +418,8 @@ pub struct FloodStats {
     pub dropped: usize,
     /// Requests sent.
     pub sent: usize,
+    /// The session id of one handshake that was opened (and abandoned).
+    pub sample_sid: Option<String>,
 }
 
 /// Sends `total` Engine.IO polling handshakes (`GET
@@ -451,6 +453,11 @@ pub fn polling_flood(addr: SocketAddr, total: usize, conns: usize) -> FloodStats
                     match keepalive_get(c, addr, "/socket.io/?EIO=4&transport=polling") {
                         Ok((200, body, close)) if body.starts_with('0') => {
                             local.opened += 1;
+                            if local.sample_sid.is_none() {
+                                local.sample_sid = serde_json::from_str::<Value>(&body[1..])
+                                    .ok()
+                                    .and_then(|v| v["sid"].as_str().map(str::to_owned));
+                            }
                             if close {
                                 conn = None;
                             }
@@ -471,6 +478,9 @@ pub fn polling_flood(addr: SocketAddr, total: usize, conns: usize) -> FloodStats
                 s.opened += local.opened;
                 s.dropped += local.dropped;
                 s.sent += local.sent;
+                if s.sample_sid.is_none() {
+                    s.sample_sid = local.sample_sid;
+                }
                 for (k, v) in local.refused {
                     *s.refused.entry(k).or_default() += v;
                 }
