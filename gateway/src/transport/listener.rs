@@ -10,8 +10,7 @@
 //! from it and nothing is allocated for it.
 
 use axum::extract::ConnectInfo;
-use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
-use hyper_util::server::conn::auto::Builder;
+use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::service::TowerToHyperService;
 use std::collections::HashMap;
 use std::future::Future;
@@ -253,13 +252,15 @@ pub async fn serve<I: Incoming>(
 ) {
     let (closing_tx, closing_rx) = watch::channel(false);
     let live = Arc::new(());
-    let mut builder = Builder::new(TokioExecutor::new());
+    // HTTP/1 only (WebSocket upgrades, Engine.IO polling): hyper's own
+    // builder, whose header-read timer starts as soon as the connection is
+    // served, before any byte arrives.
+    let mut builder = hyper::server::conn::http1::Builder::new();
     builder
-        .http1()
         .timer(TokioTimer::new())
         .header_read_timeout(timeouts.header_read)
         .keep_alive(true);
-    let builder = Arc::new(builder.http1_only());
+    let builder = Arc::new(builder);
     tokio::pin!(stop);
     loop {
         let (io, peer) = tokio::select! {
@@ -277,7 +278,9 @@ pub async fn serve<I: Incoming>(
         let (builder, live) = (builder.clone(), live.clone());
         tokio::spawn(async move {
             let _live = live;
-            let conn = builder.serve_connection_with_upgrades(TokioIo::new(io), hyper_service);
+            let conn = builder
+                .serve_connection(TokioIo::new(io), hyper_service)
+                .with_upgrades();
             tokio::pin!(conn);
             loop {
                 tokio::select! {
