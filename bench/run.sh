@@ -116,7 +116,7 @@ cleanup() {
 trap cleanup EXIT
 trap 'exit 130' INT TERM
 
-export JWT_SECRET="bench-$(date +%s)-$RANDOM$RANDOM"
+export JWT_SECRET="bench-$(date +%s)-$RANDOM$RANDOM-$RANDOM$RANDOM$RANDOM$RANDOM"
 
 wait_port() { # port seconds
   local deadline=$((SECONDS + $2))

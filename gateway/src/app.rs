@@ -7,9 +7,11 @@ use crate::config::Config;
 use crate::fanout::history::History;
 use crate::fanout::relay::FeedUp;
 use crate::fanout::rooms::{HistoryLimits, Rooms};
+use crate::http::edge::HandshakeLimits;
 use crate::session::auth::Verifier;
 use crate::session::limits::{LimitConfig, Limits};
 use crate::session::registry::Registry;
+use crate::session::revocation::Revocations;
 use crate::session::store::SessionStore;
 use crate::session::Handles;
 use bus::{Bus, BusHealth};
@@ -35,6 +37,10 @@ pub struct AppState {
     pub replica_id: String,
     /// When the replica started (for `/api/status`).
     pub started: Instant,
+    /// Tokens cut off before they expire (`gateway revoke`).
+    pub revocations: Arc<Revocations>,
+    /// Per-address limits on session-opening requests.
+    pub edge: HandshakeLimits,
 }
 
 impl AppState {
@@ -60,7 +66,9 @@ impl AppState {
             limits: limits(&config),
             tasks: TaskTracker::new(),
         };
+        let edge = HandshakeLimits::new(&config.edge);
         Arc::new(AppState {
+            edge,
             config,
             verifier,
             bus,
@@ -69,6 +77,7 @@ impl AppState {
             feed_up: Arc::default(),
             replica_id,
             started: Instant::now(),
+            revocations: Arc::default(),
         })
     }
 

@@ -23,6 +23,8 @@
 mod app;
 pub mod config;
 mod fanout;
+#[cfg(test)]
+mod fuzz;
 mod http;
 mod observability;
 mod server;
@@ -32,3 +34,4 @@ mod transport;
 pub use observability::telemetry;
 pub use server::{default_replica_id, run, StartError};
 pub use session::auth;
+pub use session::revocation;

@@ -17,9 +17,31 @@ use tokio_util::sync::CancellationToken;
 async fn main() -> anyhow::Result<()> {
     let cli = Cli::load();
     let mut config = cli.config;
-    if let Some(Command::Token(args)) = cli.command {
-        println!("{}", mint(&config, &args)?);
-        return Ok(());
+    match cli.command {
+        Some(Command::Token(args)) => {
+            println!("{}", mint(&config, &args)?);
+            return Ok(());
+        }
+        Some(Command::CheckConfig) => check_config(&config),
+        Some(Command::Revoke(args)) => {
+            let revoked = gateway::revocation::revoke_command(&config, &args).await?;
+            println!("revoked: {revoked:?}");
+            return Ok(());
+        }
+        None => {}
+    }
+    // Refuse an unsafe configuration before anything starts (exit 2, like
+    // a usage error), naming every variable at fault. A standalone demo
+    // without a key gets a random secret, checked like any other.
+    if config.standalone
+        && config.auth.jwt_secret.is_none()
+        && config.auth.jwt_public_key_file.is_none()
+    {
+        config.auth.jwt_secret = Some(random_secret());
+        refuse_if_unsafe(&config);
+        config.auth.jwt_secret = None;
+    } else {
+        refuse_if_unsafe(&config);
     }
     let replica = config
         .replica_id
@@ -75,6 +97,36 @@ fn announce(config: &Config, addr: std::net::SocketAddr, demo_secret: bool) -> a
     }
     out.flush()?;
     Ok(())
+}
+
+/// Exits with status 2 and every problem if the configuration is unsafe.
+fn refuse_if_unsafe(config: &Config) {
+    let problems = config.problems();
+    if problems.is_empty() {
+        return;
+    }
+    for p in &problems {
+        eprintln!("gateway: {p}");
+    }
+    eprintln!("gateway: refusing to start ({} problem(s)); `gateway check-config` shows the configuration", problems.len());
+    std::process::exit(2);
+}
+
+/// `gateway check-config`: the effective configuration (secrets
+/// redacted), then every problem; exit 2 if there is any.
+fn check_config(config: &Config) -> ! {
+    for line in config.describe() {
+        println!("{line}");
+    }
+    let problems = config.problems();
+    if problems.is_empty() {
+        println!("configuration OK");
+        std::process::exit(0);
+    }
+    for p in &problems {
+        eprintln!("problem: {p}");
+    }
+    std::process::exit(2);
 }
 
 fn mint(config: &Config, args: &TokenArgs) -> anyhow::Result<String> {

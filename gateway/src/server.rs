@@ -12,10 +12,11 @@ use crate::http;
 use crate::observability::metrics;
 use crate::session::auth::{KeyError, Verifier};
 use crate::session::checkpoint;
+use crate::session::revocation;
 use crate::session::store::{self, SessionError, SessionStore};
+use crate::transport::listener::{self, ConnLimits, HttpTimeouts};
 use crate::transport::socketio;
 use crate::transport::tls::{self, TlsError};
-use axum::serve::ListenerExt;
 use bus::{Bus, BusError, MemoryBus, NatsBus, NatsOptions, StreamLimits};
 use socketioxide::SocketIo;
 use std::future::IntoFuture;
@@ -61,7 +62,9 @@ pub fn verifier(config: &Config) -> Result<Verifier, KeyError> {
     };
     Ok(verifier
         .with_issuer(auth.jwt_issuer.clone())
-        .with_audience(auth.jwt_audience.clone()))
+        .with_audience(auth.jwt_audience.clone())
+        .with_leeway(auth.jwt_leeway_secs)
+        .with_max_lifetime(auth.max_token_lifetime_secs))
 }
 
 /// Serves until `shutdown` is cancelled, then drains and returns.
@@ -139,6 +142,10 @@ pub async fn run(
         .max_buffer_size(app.config.limits.socket_buffer)
         .max_payload(hard_limit)
         .ws_max_message_size(hard_limit as usize)
+        // Before CONNECT nothing is authenticated: no 16 MiB frames, and
+        // a session that never connects is gone within seconds.
+        .ws_max_frame_size(hard_limit as usize)
+        .connect_timeout(app.config.edge.pending_session_timeout())
         .build_layer();
     socketio::attach(&io);
     let router = http::router(app.clone(), socketio_layer);
@@ -148,23 +155,57 @@ pub async fn run(
         mode = if app.config.standalone { "standalone" } else { "nats" },
         "gateway serving"
     );
+    let edge = &app.config.edge;
+    let limits = ConnLimits::new(
+        connection_limit(edge.max_connections),
+        edge.max_connections_per_ip,
+    );
+    let timeouts = HttpTimeouts {
+        header_read: edge.header_read_timeout(),
+    };
+    if let Some(addr) = edge.metrics_addr {
+        let internal = TcpListener::bind(addr).await?;
+        println!("metrics listening on http://{}", internal.local_addr()?);
+        let stop = shutdown.clone();
+        tasks_spawn_metrics(internal, stop);
+    }
+    tokio::spawn(forget_idle_addresses(app.clone(), shutdown.clone()));
+    revocation::load_at_start(
+        app.config.session.redis_url.as_deref(),
+        &app.config.bus.subject_prefix,
+        &app.revocations,
+        Duration::from_secs(2),
+    )
+    .await;
+    tokio::spawn(revocation::watch(
+        app.bus.clone(),
+        app.config.bus.subject_prefix.clone(),
+        app.config.session.redis_url.clone(),
+        app.revocations.clone(),
+        app.sessions.registry.clone(),
+        shutdown.clone(),
+    ));
+    if app.verifier.source().is_some() {
+        tokio::spawn(reload_keys(app.clone(), shutdown.clone()));
+    }
     let drain_timeout = app.config.drain_timeout();
     let draining = drain(app.clone(), io, shutdown.clone(), drain_timeout);
     let server = async {
         match tls {
             Some(acceptor) => {
-                let listener = tls::TlsListener::new(listener, acceptor, shutdown.clone())?;
-                serve(listener, router, draining).await
+                let bounds = tls::HandshakeBounds {
+                    timeout: edge.tls_handshake_timeout(),
+                    in_flight: edge.max_tls_handshakes,
+                };
+                let incoming = tls::TlsListener::new(listener, acceptor, limits, bounds);
+                listener::serve(incoming, router, timeouts, draining).await
             }
             None => {
-                // Frames are small and already coalesced per write: never
-                // let Nagle hold one back waiting for an ACK.
-                let listener = listener.tap_io(|tcp| {
-                    let _ = tcp.set_nodelay(true);
-                });
-                serve(listener, router, draining).await
+                let incoming = listener::PlainIncoming::new(listener, limits);
+                listener::serve(incoming, router, timeouts, draining).await
             }
         }
+        Ok::<(), std::io::Error>(())
     };
     let overdue = async {
         shutdown.cancelled().await;
@@ -180,21 +221,99 @@ pub async fn run(
     Ok(())
 }
 
-/// Serves `router` on any listener (plain TCP or TLS) until `draining`
-/// completes.
-async fn serve<L>(
-    listener: L,
-    router: axum::Router,
-    draining: impl std::future::Future<Output = ()> + Send + 'static,
-) -> std::io::Result<()>
-where
-    L: axum::serve::Listener,
-    L::Addr: std::fmt::Debug,
-{
-    axum::serve(listener, router)
-        .with_graceful_shutdown(draining)
-        .into_future()
-        .await
+/// `MAX_CONNECTIONS`, kept below the open-file limit (less a margin for
+/// NATS, Redis, files and the listeners), so that the limit refuses a
+/// connection before `accept` fails for everyone.
+fn connection_limit(configured: usize) -> usize {
+    let mut lim = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit on our own process with a valid, owned struct.
+    let files = if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) } == 0 {
+        usize::try_from(lim.rlim_cur).unwrap_or(usize::MAX)
+    } else {
+        usize::MAX
+    };
+    let margin = 64;
+    let bound = files.saturating_sub(margin).max(1);
+    if bound < configured {
+        tracing::warn!(
+            configured,
+            open_files = files,
+            used = bound,
+            "MAX_CONNECTIONS lowered to fit the open-file limit"
+        );
+    }
+    configured.min(bound)
+}
+
+/// `/metrics` alone on the internal listener of `METRICS_ADDR`.
+fn tasks_spawn_metrics(listener: TcpListener, stop: CancellationToken) {
+    let router = http::metrics_router::<()>();
+    tokio::spawn(async move {
+        let served = axum::serve(listener, router)
+            .with_graceful_shutdown(async move { stop.cancelled().await })
+            .into_future()
+            .await;
+        if let Err(e) = served {
+            tracing::warn!(error = %e, "metrics listener stopped");
+        }
+    });
+}
+
+/// Drops per-address state of addresses not seen lately.
+async fn forget_idle_addresses(app: Arc<AppState>, shutdown: CancellationToken) {
+    let mut tick = tokio::time::interval(Duration::from_secs(10));
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = tick.tick() => app.edge.forget_idle(),
+        }
+    }
+}
+
+/// Re-reads the key file when it changes (checked every 2 s) or on
+/// SIGHUP; a bad file keeps the last good keys.
+async fn reload_keys(app: Arc<AppState>, shutdown: CancellationToken) {
+    let Some(path) = app.verifier.source().map(|p| p.to_owned()) else {
+        return;
+    };
+    let stamp = |p: &std::path::Path| {
+        std::fs::metadata(p).ok().map(|m| {
+            (
+                m.modified().ok(),
+                m.len(),
+                std::os::unix::fs::MetadataExt::ino(&m),
+            )
+        })
+    };
+    let mut seen = stamp(&path);
+    let mut hup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()).ok();
+    let mut tick = tokio::time::interval(Duration::from_secs(2));
+    loop {
+        let asked = tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = tick.tick() => false,
+            _ = async {
+                match hup.as_mut() {
+                    Some(h) => { h.recv().await; }
+                    None => std::future::pending::<()>().await,
+                }
+            } => true,
+        };
+        let now = stamp(&path);
+        if !asked && now == seen {
+            continue;
+        }
+        seen = now;
+        match app.verifier.reload() {
+            Ok(()) => tracing::info!(file = ?path, sighup = asked, "JWT keys reloaded"),
+            Err(e) => {
+                tracing::warn!(error = %e, "JWT key file not reloaded; keeping the current keys")
+            }
+        }
+    }
 }
 
 /// Waits for `shutdown`, then tells every client to go, waits (at most

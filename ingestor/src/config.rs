@@ -281,20 +281,17 @@ fn parse_speed(s: &str) -> Result<f64, String> {
     }
 }
 
+/// The same rule the gateway applies to a token's `account` claim.
 fn parse_account(s: &str) -> Result<String, String> {
-    if protocol::subject::is_token(s) {
-        Ok(s.to_owned())
-    } else {
-        Err("must be 1-64 characters of letters, digits, _ - # +".to_owned())
-    }
+    protocol::Account::new(s)
+        .map(String::from)
+        .map_err(|e| format!("MT5_ACCOUNT {e}"))
 }
 
 fn parse_prefix(s: &str) -> Result<String, String> {
-    if s.split('.').all(protocol::subject::is_token) {
-        Ok(s.to_owned())
-    } else {
-        Err("must be dot-separated tokens of letters, digits, _ - # +".to_owned())
-    }
+    protocol::SubjectScheme::try_new(s)
+        .map(|scheme| scheme.prefix().to_owned())
+        .map_err(|e| format!("SUBJECT_PREFIX must be dot-separated tokens; a part {e}"))
 }
 
 #[cfg(test)]

@@ -6,12 +6,14 @@
 //! the gateway never parses them on the hot path (it relays bytes), but the
 //! ingestor builds them and the tests check them.
 
+pub mod account;
 pub mod channel;
 pub mod error_code;
 pub mod payload;
 pub mod subject;
 pub mod time;
 
+pub use account::{Account, TokenError};
 pub use channel::{Channel, ParseChannelError};
 pub use error_code::ErrorCode;
 pub use subject::{Route, SubjectScheme};

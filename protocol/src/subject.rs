@@ -2,7 +2,10 @@
 //! `<prefix>.<account>.quotes.<SYMBOL>`, `<prefix>.<account>.positions`,
 //! `…orders`, `…account`, `…logs`, `…signals`.
 
+use crate::account::{check_prefix, TokenError};
 use crate::Channel;
+
+pub use crate::account::{check_token, is_token};
 
 /// Builds and parses subjects under one configurable prefix.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -20,6 +23,16 @@ pub struct Route {
 }
 
 impl SubjectScheme {
+    /// A scheme under `prefix`, or why the prefix cannot start a subject
+    /// (it must be one or more valid tokens joined by `.`).
+    pub fn try_new(prefix: impl Into<String>) -> Result<Self, TokenError> {
+        let prefix = prefix.into();
+        check_prefix(&prefix)?;
+        Ok(SubjectScheme { prefix })
+    }
+
+    /// A scheme under a prefix already known to be valid (the default, or
+    /// one checked at start-up).
     pub fn new(prefix: impl Into<String>) -> Self {
         SubjectScheme {
             prefix: prefix.into(),
@@ -76,14 +89,6 @@ impl Default for SubjectScheme {
     }
 }
 
-/// True when `s` can stand as one NATS subject token (accounts, symbols).
-pub fn is_token(s: &str) -> bool {
-    !s.is_empty()
-        && s.len() <= 64
-        && s.bytes()
-            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'#' | b'+'))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -102,6 +107,17 @@ mod tests {
                 (r.account.as_str(), r.channel, r.symbol),
                 ("acc-1", c, None)
             );
+        }
+    }
+
+    #[test]
+    fn a_scheme_needs_a_valid_prefix() {
+        assert_eq!(
+            SubjectScheme::try_new("prod.mt5").unwrap().all(),
+            "prod.mt5.>"
+        );
+        for bad in ["", "mt5.", "*", ">", "mt5.*", "m t5"] {
+            assert!(SubjectScheme::try_new(bad).is_err(), "{bad:?}");
         }
     }
 

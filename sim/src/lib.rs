@@ -83,7 +83,7 @@ pub fn symbol_names() -> Vec<&'static str> {
 
 impl SimConfig {
     pub fn validate(&self) -> Result<(), SimError> {
-        if !self.account.is_empty() && !protocol::subject::is_token(&self.account) {
+        if !self.account.is_empty() && protocol::Account::new(self.account.as_str()).is_err() {
             return Err(SimError::Account(self.account.clone()));
         }
         if self.symbols == 0 || self.symbols > SYMBOLS.len() {

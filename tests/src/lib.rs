@@ -24,13 +24,19 @@
 //! - [`feed`]: logs stored straight into JetStream, the events stream's position;
 //! - [`dashboard`]: a plain WebSocket dashboard pinned to one replica that
 //!   resumes on another, and what it received of the logs sequence.
+//! - [`edge`]: raw and hostile clients (any `Host`/`Origin`, Engine.IO by
+//!   hand, floods from another source address) and [`edge::MemoryJail`];
+//! - [`admin`]: one-shot `gateway` runs (`check-config`, `revoke`, refused
+//!   starts) and log checks.
 
+pub mod admin;
 pub mod bridge;
 pub mod checks;
 pub mod cluster;
-pub mod ha;
 pub mod dashboard;
+pub mod edge;
 pub mod feed;
+pub mod ha;
 pub mod http;
 pub mod keys;
 pub mod nginx;

@@ -547,6 +547,20 @@ const CONFIG_VARS: &[&str] = &[
     "RESUME_WINDOW_SECS",
     "DRAIN_TIMEOUT_SECS",
     "LOG_FORMAT",
+    "TRUSTED_PROXIES",
+    "METRICS_ADDR",
+    "JWT_LEEWAY_SECS",
+    "MAX_TOKEN_LIFETIME_SECS",
+    "MAX_CONNECTIONS",
+    "MAX_CONNECTIONS_PER_IP",
+    "HANDSHAKES_PER_SEC_PER_IP",
+    "MAX_PENDING_SESSIONS_PER_IP",
+    "PENDING_SESSION_TIMEOUT_SECS",
+    "HEADER_READ_TIMEOUT_SECS",
+    "IDLE_TIMEOUT_SECS",
+    "TLS_HANDSHAKE_TIMEOUT_SECS",
+    "MAX_TLS_HANDSHAKES",
+    "ACCESS_LOG",
     "SIM_QUOTES_PER_SEC",
     "SIM_LOGS_PER_SEC",
     "SIM_SIGNALS_PER_SEC",
@@ -557,7 +571,7 @@ const CONFIG_VARS: &[&str] = &[
 
 /// A command for a workspace binary, run in `dir` (so no stray `.env` is
 /// read) with a clean configuration environment plus `env`.
-fn workspace_command(bin: &str, dir: &Path, env: &[(&str, &str)]) -> Command {
+pub fn workspace_command(bin: &str, dir: &Path, env: &[(&str, &str)]) -> Command {
     let mut cmd = Command::new(binary(bin));
     cmd.current_dir(dir);
     for var in CONFIG_VARS {

@@ -26,4 +26,13 @@ pub struct AuthConfig {
     /// Account for tokens without an `account` claim.
     #[arg(long, env = "DEFAULT_ACCOUNT", default_value = "demo")]
     pub default_account: String,
+
+    /// Clock skew allowed on `exp` and `nbf`, in seconds.
+    #[arg(long, env = "JWT_LEEWAY_SECS", default_value_t = 5)]
+    pub jwt_leeway_secs: u64,
+
+    /// Longest lifetime a token may have (`exp` - `iat`, or `exp` - now), in
+    /// seconds; revocations are kept this long.
+    #[arg(long, env = "MAX_TOKEN_LIFETIME_SECS", default_value_t = 86_400)]
+    pub max_token_lifetime_secs: u64,
 }

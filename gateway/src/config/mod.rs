@@ -7,6 +7,7 @@
 
 mod auth;
 mod bus;
+mod edge;
 mod limits;
 mod session;
 mod sim;
@@ -14,6 +15,7 @@ mod tls;
 
 pub use auth::AuthConfig;
 pub use bus::BusConfig;
+pub use edge::{Cidr, EdgeConfig};
 pub use limits::LimitsConfig;
 pub use session::SessionConfig;
 pub use sim::SimConfig;
@@ -45,6 +47,25 @@ pub enum Command {
     /// Mint a token signed with the configured key (JWT_SECRET, or
     /// JWT_PRIVATE_KEY_FILE for RS256/ES256) and print it.
     Token(TokenArgs),
+    /// Check the configuration: print it with secrets redacted, list every
+    /// problem, exit 2 if there is any (for CI and operators).
+    CheckConfig,
+    /// Cut a token off before it expires, on every replica (records it in
+    /// Redis and announces it on NATS).
+    Revoke(RevokeArgs),
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct RevokeArgs {
+    /// Revoke the token with this `jti`.
+    #[arg(long, conflicts_with = "sub", required_unless_present = "sub")]
+    pub jti: Option<String>,
+    /// Revoke every token of this user (`sub`)...
+    #[arg(long)]
+    pub sub: Option<String>,
+    /// ...issued before this time (RFC 3339; default: now).
+    #[arg(long, requires = "sub")]
+    pub before: Option<String>,
 }
 
 #[derive(Debug, Clone, Args)]
@@ -132,6 +153,10 @@ pub struct Config {
     /// Direct TLS.
     #[command(flatten)]
     pub tls: TlsConfig,
+
+    /// Limits before authentication, metrics listener, access log.
+    #[command(flatten)]
+    pub edge: EdgeConfig,
 }
 
 /// A setting that makes no sense, named by its variable.
@@ -201,10 +226,19 @@ impl Config {
         Ok(Cli::from_args(base.iter().chain(extra))?.config)
     }
 
-    /// Checks what clap cannot: ranges, words, and settings that only make
-    /// sense together. Every message names the variable.
+    /// Checks what clap cannot: ranges, words, secrets, and settings that
+    /// only make sense together. The first problem, naming its variable.
     pub fn validate(&self) -> Result<(), ConfigError> {
-        let fail = |var, problem: String| Err(ConfigError { var, problem });
+        match self.problems().into_iter().next() {
+            Some(problem) => Err(problem),
+            None => Ok(()),
+        }
+    }
+
+    /// Every problem of the configuration, each naming its variable.
+    pub fn problems(&self) -> Vec<ConfigError> {
+        let mut out = Vec::new();
+        let mut fail = |var, problem: String| out.push(ConfigError { var, problem });
         let at_least_one = [
             ("RATE_LIMIT_PER_SEC", self.limits.rate_limit_per_sec as u64),
             ("RATE_LIMIT_BURST", self.limits.rate_limit_burst as u64),
@@ -222,21 +256,49 @@ impl Config {
             ("SOCKET_BUFFER", self.limits.socket_buffer as u64),
             ("RESUME_WINDOW_SECS", self.session.resume_window_secs),
             ("EVENTS_MAX_AGE_SECS", self.bus.events_max_age_secs),
+            ("DRAIN_TIMEOUT_SECS", self.drain_timeout_secs),
+            ("MAX_TOKEN_LIFETIME_SECS", self.auth.max_token_lifetime_secs),
+            ("MAX_CONNECTIONS", self.edge.max_connections as u64),
+            (
+                "MAX_CONNECTIONS_PER_IP",
+                self.edge.max_connections_per_ip as u64,
+            ),
+            (
+                "HANDSHAKES_PER_SEC_PER_IP",
+                self.edge.handshakes_per_sec_per_ip as u64,
+            ),
+            (
+                "MAX_PENDING_SESSIONS_PER_IP",
+                self.edge.max_pending_sessions_per_ip as u64,
+            ),
+            (
+                "PENDING_SESSION_TIMEOUT_SECS",
+                self.edge.pending_session_timeout_secs,
+            ),
+            (
+                "HEADER_READ_TIMEOUT_SECS",
+                self.edge.header_read_timeout_secs,
+            ),
+            (
+                "TLS_HANDSHAKE_TIMEOUT_SECS",
+                self.edge.tls_handshake_timeout_secs,
+            ),
+            ("MAX_TLS_HANDSHAKES", self.edge.max_tls_handshakes as u64),
         ];
         for (var, value) in at_least_one {
             if value == 0 {
-                return fail(var, "must be at least 1, got 0".into());
+                fail(var, "must be at least 1, got 0".into());
             }
         }
         let settle = self.session.delivery_settle_secs;
         if !(0.0..=3600.0).contains(&settle) {
-            return fail(
+            fail(
                 "DELIVERY_SETTLE_SECS",
                 format!("must be between 0 and 3600 seconds, got {settle}"),
             );
         }
         if self.bus.events_max_messages == 0 || self.bus.events_max_messages < -1 {
-            return fail(
+            fail(
                 "EVENTS_MAX_MESSAGES",
                 format!(
                     "must be at least 1 (or -1: no limit), got {}",
@@ -245,43 +307,63 @@ impl Config {
             );
         }
         if !matches!(self.log_format.as_str(), "text" | "json") {
-            return fail(
+            fail(
                 "LOG_FORMAT",
-                format!("must be `text` or `json`, got `{}`", self.log_format),
+                format!("must be `text` or `json`, got {:?}", self.log_format),
             );
         }
-        for (var, value) in [
-            ("SUBJECT_PREFIX", &self.bus.subject_prefix),
-            ("DEFAULT_ACCOUNT", &self.auth.default_account),
-        ] {
-            if !protocol::subject::is_token(value) {
-                return fail(var, format!("must be one NATS subject token (no dots, spaces or wildcards), got `{value}`"));
-            }
+        // One token (no dots): it also names the JetStream streams.
+        if let Err(e) = protocol::subject::check_token(&self.bus.subject_prefix) {
+            fail(
+                "SUBJECT_PREFIX",
+                format!("must be one NATS subject token (no dots, spaces or wildcards): it {e}"),
+            );
         }
         if let Err(e) = self.session.sentinels() {
-            return fail("REDIS_SENTINELS", e.to_string());
+            fail("REDIS_SENTINELS", e.to_string());
         }
         if self.session.redis_url.is_some() && !self.session.redis_sentinels.is_empty() {
-            return fail(
+            fail(
                 "REDIS_SENTINELS",
                 "and REDIS_URL are both set: give one (the sentinels find the primary)".into(),
             );
         }
         if !protocol::subject::is_token(&self.session.redis_master_name) {
-            return fail(
+            fail(
                 "REDIS_MASTER_NAME",
                 format!("must be one word, got `{}`", self.session.redis_master_name),
             );
         }
-        if self.auth.jwt_secret.as_deref() == Some("") {
-            return fail("JWT_SECRET", "is set but empty".into());
+        if let Err(e) = protocol::Account::new(self.auth.default_account.as_str()) {
+            fail(
+                "DEFAULT_ACCOUNT",
+                format!("must be one NATS subject token (no dots, spaces or wildcards): it {e}"),
+            );
+        }
+        if let Some(problem) = secret_problem(self.auth.jwt_secret.as_deref(), self.standalone) {
+            fail("JWT_SECRET", problem);
+        }
+        let keyless = self.auth.jwt_secret.is_none() && self.auth.jwt_public_key_file.is_none();
+        if keyless && !self.standalone {
+            fail(
+                "JWT_SECRET",
+                "is not set (nor JWT_PUBLIC_KEY_FILE): set a secret of at least 32 bytes \
+                 (openssl rand -base64 48) or a public key file"
+                    .into(),
+            );
+        }
+        if self.auth.jwt_secret.is_some() && self.auth.jwt_public_key_file.is_some() {
+            fail(
+                "JWT_PUBLIC_KEY_FILE",
+                "and JWT_SECRET are both set: choose one key source".into(),
+            );
         }
         if self
             .replica_id
             .as_deref()
             .is_some_and(|id| id.trim().is_empty())
         {
-            return fail("REPLICA_ID", "is set but empty".into());
+            fail("REPLICA_ID", "is set but empty".into());
         }
         for (var, rate) in [
             ("SIM_QUOTES_PER_SEC", self.sim.sim_quotes_per_sec),
@@ -289,13 +371,164 @@ impl Config {
             ("SIM_SIGNALS_PER_SEC", self.sim.sim_signals_per_sec),
         ] {
             if !(0.0..=::sim::MAX_RATE).contains(&rate) {
-                return fail(
+                fail(
                     var,
                     format!("must be between 0 and {}, got {rate}", ::sim::MAX_RATE),
                 );
             }
         }
-        Ok(())
+        out
+    }
+
+    /// The effective configuration as `VARIABLE=value` lines, secrets
+    /// redacted (`gateway check-config`).
+    pub fn describe(&self) -> Vec<String> {
+        let opt = |v: &Option<String>| v.clone().unwrap_or_else(|| "(unset)".into());
+        let path = |v: &Option<std::path::PathBuf>| {
+            v.as_ref()
+                .map(|p| p.display().to_string())
+                .unwrap_or_else(|| "(unset)".into())
+        };
+        let secret = match &self.auth.jwt_secret {
+            Some(s) => format!("(redacted, {} bytes)", s.len()),
+            None => "(unset)".into(),
+        };
+        let redis = self
+            .session
+            .redis_url
+            .as_ref()
+            .map(|u| redact_url(u))
+            .unwrap_or_else(|| "(unset)".into());
+        let nats = self
+            .bus
+            .nats_url
+            .as_ref()
+            .map(|u| redact_url(u))
+            .unwrap_or_else(|| "(unset)".into());
+        let proxies: Vec<String> = self
+            .edge
+            .trusted_proxies
+            .iter()
+            .map(|c| format!("{c:?}"))
+            .collect();
+        vec![
+            format!(
+                "mode={}",
+                if self.standalone {
+                    "standalone"
+                } else {
+                    "nats"
+                }
+            ),
+            format!("GATEWAY_ADDR={}", self.addr),
+            format!("NATS_URL={nats}"),
+            format!("REDIS_URL={redis}"),
+            format!("JWT_SECRET={secret}"),
+            format!(
+                "JWT_PUBLIC_KEY_FILE={}",
+                path(&self.auth.jwt_public_key_file)
+            ),
+            format!("JWT_ISSUER={}", opt(&self.auth.jwt_issuer)),
+            format!("JWT_AUDIENCE={}", opt(&self.auth.jwt_audience)),
+            format!("JWT_LEEWAY_SECS={}", self.auth.jwt_leeway_secs),
+            format!(
+                "MAX_TOKEN_LIFETIME_SECS={}",
+                self.auth.max_token_lifetime_secs
+            ),
+            format!("DEFAULT_ACCOUNT={}", self.auth.default_account),
+            format!("SUBJECT_PREFIX={}", self.bus.subject_prefix),
+            format!("CORS_ORIGINS={}", self.cors_origins.join(",")),
+            format!("TLS_CERT_FILE={}", path(&self.tls.tls_cert_file)),
+            format!("MAX_PAYLOAD_BYTES={}", self.limits.max_payload_bytes),
+            format!(
+                "MAX_CONNECTIONS_PER_USER={}",
+                self.limits.max_connections_per_user
+            ),
+            format!("MAX_CONNECTIONS={}", self.edge.max_connections),
+            format!(
+                "MAX_CONNECTIONS_PER_IP={}",
+                self.edge.max_connections_per_ip
+            ),
+            format!(
+                "HANDSHAKES_PER_SEC_PER_IP={}",
+                self.edge.handshakes_per_sec_per_ip
+            ),
+            format!(
+                "MAX_PENDING_SESSIONS_PER_IP={}",
+                self.edge.max_pending_sessions_per_ip
+            ),
+            format!(
+                "PENDING_SESSION_TIMEOUT_SECS={}",
+                self.edge.pending_session_timeout_secs
+            ),
+            format!(
+                "HEADER_READ_TIMEOUT_SECS={}",
+                self.edge.header_read_timeout_secs
+            ),
+            format!(
+                "TLS_HANDSHAKE_TIMEOUT_SECS={}",
+                self.edge.tls_handshake_timeout_secs
+            ),
+            format!("MAX_TLS_HANDSHAKES={}", self.edge.max_tls_handshakes),
+            format!("TRUSTED_PROXIES={}", proxies.join(",")),
+            format!(
+                "METRICS_ADDR={}",
+                self.edge
+                    .metrics_addr
+                    .map(|a| a.to_string())
+                    .unwrap_or_else(|| "(main listener)".into())
+            ),
+            format!("ACCESS_LOG={}", self.edge.access_log),
+            format!("LOG_FORMAT={}", self.log_format),
+            format!("DRAIN_TIMEOUT_SECS={}", self.drain_timeout_secs),
+        ]
+    }
+}
+
+/// The shortest HS256 secret accepted: 256 bits, the size of the MAC.
+pub const MIN_SECRET_BYTES: usize = 32;
+
+/// Placeholder secrets found in our own deployment files and README; any
+/// secret containing one is refused outside `--standalone`.
+const PLACEHOLDERS: &[&str] = &[
+    "change-me",
+    "changeme",
+    "change_me",
+    "replace-me",
+    "your-secret",
+];
+
+/// What is wrong with an HS256 secret, if anything. Never quotes it.
+fn secret_problem(secret: Option<&str>, standalone: bool) -> Option<String> {
+    let secret = secret?;
+    if secret.trim().is_empty() {
+        return Some("is set but empty: anyone could sign tokens".into());
+    }
+    if secret.len() < MIN_SECRET_BYTES {
+        return Some(format!(
+            "must be at least {MIN_SECRET_BYTES} bytes, got {} (generate one: openssl rand -base64 48)",
+            secret.len()
+        ));
+    }
+    let lower = secret.to_ascii_lowercase();
+    if !standalone && PLACEHOLDERS.iter().any(|p| lower.contains(p)) {
+        return Some(
+            "is the placeholder from the deployment files; set a secret of your own \
+             (openssl rand -base64 48)"
+                .into(),
+        );
+    }
+    None
+}
+
+/// A URL with any password replaced (`redis://:***@host`).
+fn redact_url(url: &str) -> String {
+    match url.split_once("://") {
+        Some((scheme, rest)) => match rest.rsplit_once('@') {
+            Some((_, host)) => format!("{scheme}://(credentials redacted)@{host}"),
+            None => url.to_owned(),
+        },
+        None => url.to_owned(),
     }
 }
 
@@ -305,7 +538,12 @@ mod tests {
 
     #[test]
     fn defaults_match_the_contract() {
-        let cli = Cli::from_args(["gateway"]).unwrap();
+        let cli = Cli::from_args([
+            "gateway",
+            "--jwt-secret",
+            "0123456789abcdef0123456789abcdef",
+        ])
+        .unwrap();
         let c = cli.config;
         assert_eq!(c.addr.to_string(), "127.0.0.1:9090");
         assert_eq!(c.auth.default_account, "demo");
@@ -366,6 +604,49 @@ mod tests {
     }
 
     #[test]
+    fn placeholder_secrets_are_refused_outside_standalone() {
+        let placeholder = "change-me-in-production-0123456789";
+        let serving = Cli::from_args(["gateway", "--jwt-secret", placeholder]).unwrap();
+        let keyless = Cli::from_args(["gateway"]).unwrap();
+        assert_eq!(keyless.config.validate().unwrap_err().var, "JWT_SECRET");
+        let err = serving.config.validate().unwrap_err();
+        assert_eq!(err.var, "JWT_SECRET");
+        assert!(!err.to_string().contains(placeholder), "{err}");
+        let demo = Config::for_tests(&["--jwt-secret", placeholder]).unwrap();
+        assert!(demo.validate().is_ok());
+        let both = Config::for_tests(&[
+            "--jwt-secret",
+            "0123456789abcdef0123456789abcdef",
+            "--jwt-public-key-file",
+            "k.pem",
+        ])
+        .unwrap();
+        assert_eq!(both.validate().unwrap_err().var, "JWT_PUBLIC_KEY_FILE");
+    }
+
+    #[test]
+    fn every_problem_is_listed_and_secrets_never_described() {
+        let c = Config::for_tests(&[
+            "--jwt-secret",
+            "short-secret",
+            "--log-format",
+            "jsno",
+            "--default-account",
+            "*",
+        ])
+        .unwrap();
+        let vars: Vec<&str> = c.problems().iter().map(|p| p.var).collect();
+        assert_eq!(vars, ["LOG_FORMAT", "DEFAULT_ACCOUNT", "JWT_SECRET"]);
+        let described = c.describe().join("\n");
+        assert!(!described.contains("short-secret"), "{described}");
+        assert!(described.contains("JWT_SECRET=(redacted"), "{described}");
+        assert_eq!(
+            redact_url("redis://:pw@r:6379"),
+            "redis://(credentials redacted)@r:6379"
+        );
+    }
+
+    #[test]
     fn validation_names_the_variable() {
         for (flags, var) in [
             (&["--rate-limit-per-sec", "0"][..], "RATE_LIMIT_PER_SEC"),
@@ -382,6 +663,14 @@ mod tests {
                 "REDIS_SENTINELS",
             ),
             (&["--redis-master-name", "a b"][..], "REDIS_MASTER_NAME"),
+        }
+            (&["--jwt-secret", "too-short"][..], "JWT_SECRET"),
+            (
+                &["--max-connections-per-ip", "0"][..],
+                "MAX_CONNECTIONS_PER_IP",
+            ),
+            (&["--default-account", "*"][..], "DEFAULT_ACCOUNT"),
+            (&["--subject-prefix", "mt5.>"][..], "SUBJECT_PREFIX"),
         ] {
             let err = Config::for_tests(flags).unwrap().validate().unwrap_err();
             assert_eq!(err.var, var);

@@ -5,6 +5,7 @@
 //! `console`.
 
 mod console;
+pub mod edge;
 mod middleware;
 mod probes;
 
@@ -30,8 +31,12 @@ pub fn router(app: Arc<AppState>, socketio: SocketIoLayer) -> Router {
         .route("/app.css", get(console::app_css))
         .route("/health/live", get(probes::live))
         .route("/health/ready", get(probes::ready))
-        .route("/metrics", get(probes::prometheus))
         .route("/api/status", get(probes::status))
+        .merge(if app.config.edge.metrics_addr.is_none() {
+            metrics_router()
+        } else {
+            Router::new()
+        })
         .with_state(app.clone())
         .layer(socketio)
         .layer(from_fn_with_state(app.clone(), eio::intercept))
@@ -39,11 +44,19 @@ pub fn router(app: Arc<AppState>, socketio: SocketIoLayer) -> Router {
             app.clone(),
             middleware::refuse_new_while_draining,
         ))
-        .layer(from_fn_with_state(app, middleware::guard_origin));
+        .layer(from_fn_with_state(app.clone(), middleware::guard_origin))
+        .layer(from_fn_with_state(app.clone(), edge::limit_handshakes))
+        .layer(from_fn_with_state(app, edge::access_log))
+        .layer(axum::middleware::from_fn(edge::security_headers));
     match cors {
         Some(cors) => router.layer(cors),
         None => router,
     }
+}
+
+/// `/metrics` alone: on the main router, or on `METRICS_ADDR`'s listener.
+pub fn metrics_router<S: Clone + Send + Sync + 'static>() -> Router<S> {
+    Router::new().route("/metrics", get(probes::prometheus))
 }
 
 /// `/` is the page for a browser and the plain WebSocket for wscat.

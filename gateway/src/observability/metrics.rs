@@ -60,6 +60,11 @@ pub fn client_disconnected(transport: &'static str) {
     ::metrics::gauge!("gateway_clients", "transport" => transport).decrement(1.0);
 }
 
+/// A connection or request refused by an edge limit (before any token).
+pub fn edge_refused(limit: &'static str) {
+    ::metrics::counter!("gateway_edge_refused_total", "limit" => limit).increment(1);
+}
+
 pub fn auth_refused(code: &'static str) {
     ::metrics::counter!("gateway_auth_refused_total", "code" => code).increment(1);
 }

@@ -177,6 +177,8 @@ mod tests {
             account: "demo".into(),
             allowed: Channel::ALL.to_vec(),
             expires_at: i64::MAX,
+            jti: None,
+            issued_at: None,
         }
     }
 

@@ -4,16 +4,23 @@
 //! JWKS file of RS256/ES256 public keys. The accepted algorithms follow from
 //! the key, never from the token, which is what rules out `alg: none` and
 //! algorithm confusion (an HS256 token "signed" with an RSA public key).
+//!
+//! A token is refused unless every claim is something we can stand behind:
+//! `sub` and `account` must each be one NATS subject token (the account
+//! becomes part of the subjects the client's data is read from, so `*` or
+//! `a.b` would widen it to other accounts); `channels: null` is not "all";
+//! a `crit` header extension we do not implement is refused, as RFC 7515
+//! asks; a lifetime past `MAX_TOKEN_LIFETIME_SECS` is refused. A JWKS file
+//! is re-read when it changes or on SIGHUP ([`Verifier::reload`]); if the
+//! new file is unusable the last good keys stay.
 
 use jsonwebtoken::jwk::JwkSet;
 use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
 use protocol::{Channel, ErrorCode};
 use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
-use std::path::Path;
-
-/// Small clock skew allowance for `exp` and `nbf`.
-const LEEWAY_SECS: u64 = 5;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, RwLock};
 
 #[derive(Debug, thiserror::Error)]
 pub enum AuthError {
@@ -60,15 +67,32 @@ pub struct Claims {
     /// The MT5 account it may see (default: the gateway's).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub account: Option<String>,
-    /// Channel allow-list (default: all six).
+    /// Channel allow-list: absent means all six; `null` is refused
+    /// (`Some(None)`), so that a bug that nulls the list grants nothing.
+    #[serde(
+        default,
+        deserialize_with = "present",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub channels: Option<Option<Vec<String>>>,
+    /// Token id, for revocation.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub channels: Option<Vec<String>>,
+    pub jti: Option<String>,
     /// Issuer.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub iss: Option<String>,
     /// Audience.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub aud: Option<String>,
+}
+
+/// A claim that may be absent, `null`, or a value: `Some(None)` is `null`.
+fn present<'de, D, T>(d: D) -> Result<Option<Option<T>>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: Deserialize<'de>,
+{
+    Option::<T>::deserialize(d).map(Some)
 }
 
 /// What a verified token entitles a connection to.
@@ -82,6 +106,10 @@ pub struct Identity {
     pub allowed: Vec<Channel>,
     /// Seconds since the epoch when the token stops being valid.
     pub expires_at: i64,
+    /// The token's `jti`, if any (what `gateway revoke --jti` names).
+    pub jti: Option<String>,
+    /// The token's `iat`, if any (what `gateway revoke --sub --before` compares).
+    pub issued_at: Option<i64>,
 }
 
 impl Identity {
@@ -101,8 +129,15 @@ enum Keys {
 
 /// Checks tokens against the configured key(s) and claims.
 pub struct Verifier {
-    /// The key source, which fixes the accepted algorithms.
-    keys: Keys,
+    /// The key source, which fixes the accepted algorithms (swapped whole
+    /// when the key file is reloaded).
+    keys: RwLock<Arc<Keys>>,
+    /// The key file, for reloads (none for a secret).
+    source: Option<PathBuf>,
+    /// Clock skew allowed on `exp` and `nbf`, seconds.
+    leeway: u64,
+    /// Longest token lifetime accepted, seconds.
+    max_lifetime: i64,
     /// Required `iss`, when set.
     issuer: Option<String>,
     /// Required `aud`, when set.
@@ -113,8 +148,19 @@ pub struct Verifier {
 
 impl Verifier {
     pub fn from_secret(secret: &[u8], default_account: &str) -> Self {
+        Verifier::with_keys(
+            Keys::Secret(DecodingKey::from_secret(secret)),
+            None,
+            default_account,
+        )
+    }
+
+    fn with_keys(keys: Keys, source: Option<PathBuf>, default_account: &str) -> Self {
         Verifier {
-            keys: Keys::Secret(DecodingKey::from_secret(secret)),
+            keys: RwLock::new(Arc::new(keys)),
+            source,
+            leeway: 5,
+            max_lifetime: 86_400,
             issuer: None,
             audience: None,
             default_account: default_account.to_owned(),
@@ -123,6 +169,44 @@ impl Verifier {
 
     /// Loads a PEM public key (RSA or EC P-256) or a JWKS document.
     pub fn from_public_key_file(path: &Path, default_account: &str) -> Result<Self, KeyError> {
+        let keys = read_keys(path)?;
+        Ok(Verifier::with_keys(
+            keys,
+            Some(path.to_owned()),
+            default_account,
+        ))
+    }
+
+    /// Re-reads the key file (a rotated JWKS). On an unusable file the
+    /// current keys stay and the error is returned. A no-op for a secret.
+    pub fn reload(&self) -> Result<(), KeyError> {
+        let Some(path) = &self.source else {
+            return Ok(());
+        };
+        let keys = read_keys(path)?;
+        *self.keys.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(keys);
+        Ok(())
+    }
+
+    /// The key file this verifier reads, if any.
+    pub fn source(&self) -> Option<&Path> {
+        self.source.as_deref()
+    }
+
+    pub fn with_leeway(mut self, secs: u64) -> Self {
+        self.leeway = secs;
+        self
+    }
+
+    pub fn with_max_lifetime(mut self, secs: u64) -> Self {
+        self.max_lifetime = i64::try_from(secs).unwrap_or(i64::MAX);
+        self
+    }
+}
+
+/// Reads a PEM public key (RSA or EC P-256) or a JWKS document.
+fn read_keys(path: &Path) -> Result<Keys, KeyError> {
+    {
         let shown = path.display().to_string();
         let bytes = std::fs::read(path).map_err(|e| KeyError::Read {
             path: shown.clone(),
@@ -156,14 +240,11 @@ impl Verifier {
             let key = DecodingKey::from_ec_pem(&bytes).map_err(|e| unusable(e.to_string()))?;
             Keys::Single(key, Algorithm::ES256)
         };
-        Ok(Verifier {
-            keys,
-            issuer: None,
-            audience: None,
-            default_account: default_account.to_owned(),
-        })
+        Ok(keys)
     }
+}
 
+impl Verifier {
     pub fn with_issuer(mut self, issuer: Option<String>) -> Self {
         self.issuer = issuer;
         self
@@ -181,19 +262,26 @@ impl Verifier {
         }
         let header =
             jsonwebtoken::decode_header(token).map_err(|e| AuthError::Invalid(e.to_string()))?;
-        let (key, alg) = match &self.keys {
+        if header.crit.is_some() {
+            return Err(AuthError::Invalid(
+                "a `crit` header extension this gateway does not implement".into(),
+            ));
+        }
+        let keys = self.keys.read().unwrap_or_else(|p| p.into_inner()).clone();
+        let (key, alg) = match keys.as_ref() {
             Keys::Secret(key) => (key, Algorithm::HS256),
             Keys::Single(key, alg) => (key, *alg),
             Keys::ByKid(keys) => {
                 let kid = header.kid.clone().unwrap_or_default();
+                // `kid` is the client's text: quoted escaped, never raw.
                 let (key, alg) = keys
                     .get(&kid)
-                    .ok_or_else(|| AuthError::Invalid(format!("unknown kid `{kid}`")))?;
+                    .ok_or_else(|| AuthError::Invalid(format!("unknown kid {kid:?}")))?;
                 (key, *alg)
             }
         };
         let mut validation = Validation::new(alg);
-        validation.leeway = LEEWAY_SECS;
+        validation.leeway = self.leeway;
         validation.validate_nbf = true;
         validation.set_required_spec_claims(&["exp", "sub"]);
         if let Some(iss) = &self.issuer {
@@ -213,28 +301,49 @@ impl Verifier {
             jsonwebtoken::errors::ErrorKind::ExpiredSignature => AuthError::Expired,
             _ => AuthError::Invalid(e.to_string()),
         })?;
-        Ok(self.identity(data.claims))
+        let now = chrono::Utc::now().timestamp();
+        let from = data.claims.iat.unwrap_or(now).min(now);
+        if data.claims.exp.saturating_sub(from) > self.max_lifetime {
+            return Err(AuthError::Invalid(format!(
+                "the token lives longer than MAX_TOKEN_LIFETIME_SECS ({} s)",
+                self.max_lifetime
+            )));
+        }
+        self.identity(data.claims)
     }
 
-    fn identity(&self, claims: Claims) -> Identity {
+    fn identity(&self, claims: Claims) -> Result<Identity, AuthError> {
+        let user = protocol::Account::new(claims.sub)
+            .map_err(|e| AuthError::Invalid(format!("`sub` {e}")))?
+            .into_string();
+        let account = claims
+            .account
+            .unwrap_or_else(|| self.default_account.clone());
+        let account = protocol::Account::new(account)
+            .map_err(|e| AuthError::Invalid(format!("`account` {e}")))?
+            .into_string();
         let allowed = match &claims.channels {
+            None => Channel::ALL.to_vec(),
+            Some(None) => {
+                return Err(AuthError::Invalid(
+                    "`channels` is null (leave it out to allow all six)".into(),
+                ))
+            }
             // Names we do not know are ignored: a token may be shared with
             // newer services that have more channels.
-            Some(list) => Channel::ALL
+            Some(Some(list)) => Channel::ALL
                 .into_iter()
                 .filter(|c| list.iter().any(|n| n == c.name()))
                 .collect(),
-            None => Channel::ALL.to_vec(),
         };
-        Identity {
-            user: claims.sub,
-            account: claims
-                .account
-                .filter(|a| !a.is_empty())
-                .unwrap_or_else(|| self.default_account.clone()),
+        Ok(Identity {
+            user,
+            account,
             allowed,
             expires_at: claims.exp,
-        }
+            jti: claims.jti,
+            issued_at: claims.iat,
+        })
     }
 }
 
@@ -295,7 +404,9 @@ impl Minter {
             exp: now + ttl_secs,
             iat: Some(now),
             account: account.map(str::to_owned),
-            channels,
+            channels: channels.map(Some),
+            // Every minted token can be revoked on its own.
+            jti: Some(uuid::Uuid::new_v4().simple().to_string()),
             iss: None,
             aud: None,
         })
@@ -315,8 +426,8 @@ mod tests {
 
     fn pair() -> (Verifier, Minter) {
         (
-            Verifier::from_secret(b"s3cret", "demo"),
-            Minter::from_secret(b"s3cret"),
+            Verifier::from_secret(b"s3cret-0123456789abcdef0123456789", "demo"),
+            Minter::from_secret(b"s3cret-0123456789abcdef0123456789"),
         )
     }
 
@@ -365,6 +476,72 @@ mod tests {
         assert!(matches!(v.verify(""), Err(AuthError::Missing)));
     }
 
+    fn signed(claims: serde_json::Value) -> String {
+        jsonwebtoken::encode(
+            &Header::new(Algorithm::HS256),
+            &claims,
+            &EncodingKey::from_secret(b"s3cret-0123456789abcdef0123456789"),
+        )
+        .unwrap()
+    }
+
+    #[test]
+    fn accounts_and_subs_must_be_one_subject_token() {
+        let (v, _) = pair();
+        let exp = chrono::Utc::now().timestamp() + 60;
+        for account in ["*", ">", "a.b", "mt5.>", "", " demo", "demo\n"] {
+            let t = signed(serde_json::json!({"sub": "alice", "account": account, "exp": exp}));
+            assert_eq!(
+                v.verify(&t).unwrap_err().code(),
+                ErrorCode::Unauthorized,
+                "{account:?}"
+            );
+        }
+        for sub in ["*", "a.b", "", "alice\nINFO forged", "\u{1b}[2J"] {
+            let t = signed(serde_json::json!({"sub": sub, "exp": exp}));
+            let err = v.verify(&t).unwrap_err();
+            assert_eq!(err.code(), ErrorCode::Unauthorized, "{sub:?}");
+            assert!(!err.to_string().contains('\n'), "{err}");
+        }
+    }
+
+    #[test]
+    fn null_channels_crit_and_long_lifetimes_are_refused() {
+        let (v, _) = pair();
+        let v = v.with_max_lifetime(3600);
+        let now = chrono::Utc::now().timestamp();
+        let null = signed(serde_json::json!({"sub": "a", "exp": now + 60, "channels": null}));
+        assert!(v.verify(&null).is_err());
+        let long = signed(serde_json::json!({"sub": "a", "iat": now, "exp": now + 7200}));
+        assert!(v.verify(&long).is_err());
+        let long_no_iat = signed(serde_json::json!({"sub": "a", "exp": now + 7200}));
+        assert!(v.verify(&long_no_iat).is_err());
+        let ok = signed(serde_json::json!({"sub": "a", "iat": now, "exp": now + 3600}));
+        assert!(v.verify(&ok).is_ok());
+        let mut header = Header::new(Algorithm::HS256);
+        header.crit = Some(vec!["b64".into()]);
+        let crit = jsonwebtoken::encode(
+            &header,
+            &serde_json::json!({"sub": "a", "exp": now + 60}),
+            &EncodingKey::from_secret(b"s3cret-0123456789abcdef0123456789"),
+        )
+        .unwrap();
+        assert!(v.verify(&crit).is_err());
+    }
+
+    #[test]
+    fn leeway_is_configurable() {
+        let now = chrono::Utc::now().timestamp();
+        let late = signed(serde_json::json!({"sub": "a", "iat": now - 100, "exp": now - 20}));
+        let (v, _) = pair();
+        assert!(matches!(
+            v.with_leeway(0).verify(&late),
+            Err(AuthError::Expired)
+        ));
+        let (v, _) = pair();
+        assert!(v.with_leeway(60).verify(&late).is_ok());
+    }
+
     #[test]
     fn refuses_alg_none() {
         let (v, _) = pair();
@@ -387,6 +564,7 @@ mod tests {
             iat: None,
             account: None,
             channels: None,
+            jti: None,
             iss: Some("me".into()),
             aud: Some("dash".into()),
         };

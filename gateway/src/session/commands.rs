@@ -209,7 +209,7 @@ fn thousands(n: usize) -> String {
 }
 
 /// `{"channels": [...]}` → the list, or why not.
-fn channel_list(data: Option<&Value>) -> Result<&[Value], String> {
+pub(crate) fn channel_list(data: Option<&Value>) -> Result<&[Value], String> {
     match data {
         Some(Value::Object(map)) => match map.get("channels") {
             Some(Value::Array(list)) => Ok(list),
@@ -221,7 +221,7 @@ fn channel_list(data: Option<&Value>) -> Result<&[Value], String> {
 }
 
 /// Client-supplied text echoed in errors is cut short.
-pub(super) fn truncate(s: &str) -> String {
+pub(crate) fn truncate(s: &str) -> String {
     const MAX: usize = 64;
     if s.len() <= MAX {
         return s.to_owned();

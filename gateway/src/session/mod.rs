@@ -13,12 +13,13 @@ pub mod admission;
 pub mod auth;
 pub mod checkpoint;
 pub mod client;
-mod commands;
+pub(crate) mod commands;
 mod delivery;
 pub mod limits;
 pub mod registry;
 mod replay;
 pub mod sentinel;
+pub mod revocation;
 pub mod store;
 
 use crate::fanout::history::History;
@@ -105,6 +106,8 @@ pub(crate) mod tests {
             account: "demo".into(),
             allowed,
             expires_at: i64::MAX,
+            jti: None,
+            issued_at: None,
         };
         let id = handles.registry.next_id();
         Admission {

@@ -3,9 +3,13 @@
 //! delivered, plus the per-user connection count across replicas.
 //!
 //! Redis holds it in production (any replica can resume any session); the
-//! memory store serves standalone mode and single-replica setups. When Redis
-//! is unreachable the gateway keeps serving: new connections are accepted
-//! (fail open) and sessions simply cannot be resumed until Redis is back.
+//! memory store serves standalone mode and single-replica setups, and
+//! sweeps expired sessions as it goes, so it never grows with the number
+//! of connections ever made. When Redis is unreachable the gateway keeps
+//! serving and sessions simply cannot be resumed until Redis is back; the
+//! per-user cap is then held by each replica on its own (a local count with
+//! the same cap): it fails closed past that bound instead of waving every
+//! connection through.
 
 use super::sentinel::{SentinelConnection, SentinelError, SentinelSettings};
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
@@ -89,6 +93,7 @@ impl SessionStore {
             conn: Redis::Direct(conn),
             prefix: key_prefix.to_owned(),
             up: AtomicBool::new(false),
+            local: MemoryStore::default(),
         }))
     }
 
@@ -153,7 +158,23 @@ impl SessionStore {
     ) -> Result<bool, SessionError> {
         match self {
             SessionStore::Memory(m) => Ok(m.acquire(user, conn, cap, ttl)),
-            SessionStore::Redis(r) => r.watch(r.acquire(user, conn, cap, ttl).await),
+            SessionStore::Redis(r) => {
+                // Counted locally too, so that the cap still holds on this
+                // replica while Redis is away.
+                let local = r.local.acquire(user, conn, cap, ttl);
+                match r.watch(r.acquire(user, conn, cap, ttl).await) {
+                    Ok(admitted) => {
+                        if !admitted && local {
+                            r.local.release(user, conn);
+                        }
+                        Ok(admitted)
+                    }
+                    Err(e) => {
+                        tracing::warn!(error = %e, admitted = local, "connection cap checked locally (redis unreachable)");
+                        Ok(local)
+                    }
+                }
+            }
         }
     }
 
@@ -163,7 +184,10 @@ impl SessionStore {
                 m.release(user, conn);
                 Ok(())
             }
-            SessionStore::Redis(r) => r.watch(r.release(user, conn).await),
+            SessionStore::Redis(r) => {
+                r.local.release(user, conn);
+                r.watch(r.release(user, conn).await)
+            }
         }
     }
 
@@ -178,7 +202,10 @@ impl SessionStore {
                 m.refresh(conns, ttl);
                 Ok(())
             }
-            SessionStore::Redis(r) => r.watch(r.refresh(conns, ttl).await),
+            SessionStore::Redis(r) => {
+                r.local.refresh(conns, ttl);
+                r.watch(r.refresh(conns, ttl).await)
+            }
         }
     }
 
@@ -204,24 +231,54 @@ impl SessionStore {
     }
 }
 
-#[derive(Default)]
+/// How often the memory store sweeps expired sessions (on a write).
+const SWEEP_EVERY: Duration = Duration::from_secs(1);
+
 pub struct MemoryStore {
     /// Session id → (expiry, record).
     sessions: Mutex<HashMap<String, (Instant, SessionRecord)>>,
     /// User → connection key → expiry.
     conns: Mutex<HashMap<String, HashMap<String, Instant>>>,
+    /// When expired sessions were last swept.
+    swept: Mutex<Instant>,
+}
+
+impl Default for MemoryStore {
+    fn default() -> Self {
+        MemoryStore {
+            sessions: Mutex::default(),
+            conns: Mutex::default(),
+            swept: Mutex::new(Instant::now()),
+        }
+    }
 }
 
 impl MemoryStore {
     fn load(&self, id: &str) -> Option<SessionRecord> {
-        let mut sessions = lock(&self.sessions);
-        let now = Instant::now();
-        sessions.retain(|_, (expires, _)| *expires > now);
-        sessions.get(id).map(|(_, r)| r.clone())
+        let sessions = lock(&self.sessions);
+        sessions
+            .get(id)
+            .filter(|(expires, _)| *expires > Instant::now())
+            .map(|(_, r)| r.clone())
     }
 
+    /// Stores `record`, and at most once a second drops every expired
+    /// session (the sweep is O(n), a second apart it costs nothing).
     fn save(&self, id: &str, record: &SessionRecord, ttl: Duration) {
-        lock(&self.sessions).insert(id.to_owned(), (Instant::now() + ttl, record.clone()));
+        let now = Instant::now();
+        let mut sessions = lock(&self.sessions);
+        sessions.insert(id.to_owned(), (now + ttl, record.clone()));
+        let mut swept = lock(&self.swept);
+        if now.duration_since(*swept) >= SWEEP_EVERY {
+            *swept = now;
+            sessions.retain(|_, (expires, _)| *expires > now);
+        }
+    }
+
+    /// Sessions held (expired ones included until the next sweep).
+    #[cfg(test)]
+    fn len(&self) -> usize {
+        lock(&self.sessions).len()
     }
 
     fn acquire(&self, user: &str, conn: &str, cap: usize, ttl: Duration) -> bool {
@@ -294,6 +351,9 @@ pub struct RedisStore {
     prefix: String,
     /// Whether the last call reached Redis.
     up: AtomicBool,
+    /// This replica's own count of its connections, which holds the cap
+    /// while Redis is unreachable.
+    local: MemoryStore,
 }
 
 /// Drops expired entries, checks the cap and adds the connection, in one
@@ -474,6 +534,37 @@ mod tests {
         assert!(s.acquire("other", "c4", 2, ttl).await.unwrap());
         s.release("u", "c1").await.unwrap();
         assert!(s.acquire("u", "c3", 2, ttl).await.unwrap());
+    }
+
+    #[test]
+    fn the_memory_store_evicts_expired_sessions() {
+        let m = MemoryStore::default();
+        for i in 0..1000 {
+            m.save(&format!("s{i}"), &record("alice"), Duration::ZERO);
+        }
+        // The next write after a second sweeps them all.
+        *lock(&m.swept) = Instant::now() - SWEEP_EVERY;
+        m.save("kept", &record("bob"), Duration::from_secs(60));
+        assert_eq!(m.len(), 1);
+        assert_eq!(m.load("kept"), Some(record("bob")));
+    }
+
+    #[tokio::test]
+    async fn the_cap_holds_locally_while_redis_is_unreachable() {
+        // Nothing listens on port 1: every Redis call fails.
+        let s = SessionStore::redis("redis://127.0.0.1:1", "t").unwrap();
+        let ttl = Duration::from_secs(30);
+        assert!(s.acquire("u", "c1", 2, ttl).await.unwrap());
+        assert!(s.acquire("u", "c2", 2, ttl).await.unwrap());
+        assert!(
+            !s.acquire("u", "c3", 2, ttl).await.unwrap(),
+            "fails closed past the cap"
+        );
+        let _ = s.release("u", "c1").await;
+        assert!(
+            s.acquire("u", "c3", 2, ttl).await.unwrap(),
+            "a freed slot is given back"
+        );
     }
 
     #[test]

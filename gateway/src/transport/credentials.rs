@@ -65,6 +65,14 @@ fn bearer(headers: &HeaderMap) -> Option<String> {
 /// says why (its `code` is what Socket.IO clients see).
 pub async fn admit(app: &AppState, credentials: &Credentials) -> Result<Admission, ErrorPayload> {
     let verdict = match app.verifier.verify(&credentials.token) {
+        Ok(identity) if app.revocations.is_revoked((&identity).into()) => {
+            tracing::debug!("connection refused: token revoked");
+            Err(ErrorPayload::new(
+                ErrorCode::Unauthorized,
+                "Authentication failed",
+                "token revoked",
+            ))
+        }
         Ok(identity) => {
             admission::admit(&app.sessions, identity, credentials.session.as_deref()).await
         }

@@ -85,7 +85,9 @@ async fn serve(app: Arc<AppState>, socket: WebSocket, query: Option<String>, hea
     if tx.send(text(format!("0{open}"))).await.is_err() {
         return;
     }
-    let Ok(Some(auth)) = tokio::time::timeout(CONNECT_TIMEOUT, namespace_connect(&mut rx)).await
+    // No longer than an unauthenticated Engine.IO session may live.
+    let connect_timeout = CONNECT_TIMEOUT.min(app.config.edge.pending_session_timeout());
+    let Ok(Some(auth)) = tokio::time::timeout(connect_timeout, namespace_connect(&mut rx)).await
     else {
         let _ = tx.close().await;
         return;
@@ -219,7 +221,7 @@ impl Dialect for EngineIo {
 /// A Socket.IO packet in an Engine.IO MESSAGE: an EVENT is handled by the
 /// client, with an ACK packet when the client asked for one.
 fn on_message(client: &Client, packet: &str, max: usize) {
-    let Some(event) = parse_event(packet) else {
+    let Some(event) = parse_event(packet, max) else {
         client.error(
             ErrorCode::InvalidPayload,
             "Invalid packet",
@@ -227,7 +229,7 @@ fn on_message(client: &Client, packet: &str, max: usize) {
         );
         return;
     };
-    let reply = if packet.len() > max {
+    let reply = if event.too_large {
         client.handle("message", None, packet.len())
     } else {
         match event.body {
@@ -243,23 +245,34 @@ fn on_message(client: &Client, packet: &str, max: usize) {
 }
 
 /// An EVENT packet as read: its ack id, and its name and data or why not.
-struct Event {
-    /// The ack id the client asked for, if any.
-    ack: Option<u64>,
-    /// (name, data), or what is wrong with the packet.
-    body: Result<(String, Option<Value>), String>,
+pub(crate) struct Event {
+    /// The acknowledgement id the client asked for.
+    pub(crate) ack: Option<u64>,
+    /// Larger than the payload limit: not parsed at all.
+    pub(crate) too_large: bool,
+    /// The event name and data, or why not.
+    pub(crate) body: Result<(String, Option<Value>), String>,
 }
 
 /// `42[ack id]["name", data]` (namespace `/` only). The ack id is read
 /// even when the body is bad or too large, so the client's callback still
-/// gets its answer.
-fn parse_event(packet: &str) -> Option<Event> {
+/// gets its answer. A packet over `max` bytes is not JSON-parsed: its size
+/// alone refuses it (parsing 2 MiB first would cost the CPU and memory the
+/// limit is there to save).
+pub(crate) fn parse_event(packet: &str, max: usize) -> Option<Event> {
     let rest = packet.strip_prefix("42")?;
     let digits = rest.bytes().take_while(u8::is_ascii_digit).count();
     let ack = rest[..digits].parse().ok();
     let json = &rest[digits..];
     if !json.starts_with('[') {
         return None;
+    }
+    if packet.len() > max {
+        return Some(Event {
+            ack,
+            too_large: true,
+            body: Err("too large".into()),
+        });
     }
     let body = match serde_json::from_str::<Vec<Value>>(json) {
         Ok(args) => {
@@ -271,7 +284,11 @@ fn parse_event(packet: &str) -> Option<Event> {
         }
         Err(e) => Err(format!("not JSON: {e}")),
     };
-    Some(Event { ack, body })
+    Some(Event {
+        ack,
+        too_large: false,
+        body,
+    })
 }
 
 fn text(s: String) -> Message {
@@ -285,27 +302,27 @@ mod tests {
 
     #[test]
     fn events_with_and_without_acks() {
-        let e = parse_event(r#"42["subscribe",{"channels":["quotes"]}]"#).unwrap();
+        let e = parse_event(r#"42["subscribe",{"channels":["quotes"]}]"#, 1024).unwrap();
         assert_eq!(e.ack, None);
         let (name, data) = e.body.unwrap();
         assert_eq!(name, "subscribe");
         assert_eq!(data, Some(json!({"channels": ["quotes"]})));
 
-        let e = parse_event(r#"4217["heartbeat"]"#).unwrap();
+        let e = parse_event(r#"4217["heartbeat"]"#, 1024).unwrap();
         assert_eq!(e.ack, Some(17));
         assert_eq!(e.body.unwrap(), ("heartbeat".to_owned(), None));
     }
 
     #[test]
     fn bad_events_keep_their_ack_id() {
-        let e = parse_event("423[7]").unwrap();
+        let e = parse_event("423[7]", 1024).unwrap();
         assert_eq!(e.ack, Some(3));
         assert!(e.body.is_err());
-        let e = parse_event("425[\"x\",").unwrap();
+        let e = parse_event("425[\"x\",", 1024).unwrap();
         assert_eq!(e.ack, Some(5));
         assert!(e.body.is_err());
-        assert!(parse_event("43[]").is_none());
-        assert!(parse_event("42/admin,[\"x\"]").is_none());
-        assert!(parse_event("42").is_none());
+        assert!(parse_event("43[]", 1024).is_none());
+        assert!(parse_event("42/admin,[\"x\"]", 1024).is_none());
+        assert!(parse_event("42", 1024).is_none());
     }
 }

@@ -5,10 +5,13 @@
 //! they share: one way to read credentials and admit (`credentials`), the
 //! WebSocket plumbing and the one reader loop (`websocket`), and the
 //! per-client writer that drains the outbox into the socket (`writer`).
-//! `tls` serves WSS/HTTPS directly.
+//! `tls` serves WSS/HTTPS directly; `listener` admits connections against
+//! the global and per-address limits and serves HTTP with a header-read
+//! deadline, for both.
 
 pub mod credentials;
 pub mod eio;
+pub mod listener;
 pub mod socketio;
 pub mod tls;
 mod websocket;

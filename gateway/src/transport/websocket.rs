@@ -25,12 +25,15 @@ const CLOSE_GRACE: Duration = Duration::from_secs(1);
 /// Buffer sizes for a dashboard's WebSocket. Inbound messages are small
 /// (subscribe, heartbeat), so a 4 KiB read buffer (grown on demand) instead
 /// of tungstenite's 128 KiB keeps idle connections cheap; frames queued
-/// between flushes still go out in one write up to 64 KiB.
+/// between flushes still go out in one write up to 64 KiB. A frame, like
+/// a message, may not exceed the payload limit: tungstenite would otherwise
+/// buffer frames up to 16 MiB before anything is authenticated.
 pub fn sized(upgrade: WebSocketUpgrade, max_message: usize) -> WebSocketUpgrade {
     upgrade
         .read_buffer_size(4 * 1024)
         .write_buffer_size(64 * 1024)
         .max_message_size(max_message)
+        .max_frame_size(max_message)
 }
 
 /// Whether the reader goes on after a message.

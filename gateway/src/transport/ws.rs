@@ -27,7 +27,7 @@ use std::sync::Arc;
 const POLICY_VIOLATION: u16 = 1008;
 
 #[derive(Deserialize)]
-struct Inbound {
+pub(crate) struct Inbound {
     /// The event name.
     event: String,
     /// Its payload, if any.
@@ -112,7 +112,7 @@ impl Dialect for Plain {
 
 /// A text frame as an event. Only a JSON object is one: serde alone would
 /// also take an array `["subscribe", {...}]` as `{event, data}`.
-fn parse_inbound(text: &str) -> Result<Inbound, serde_json::Error> {
+pub(crate) fn parse_inbound(text: &str) -> Result<Inbound, serde_json::Error> {
     let object: serde_json::Map<String, Value> = serde_json::from_str(text)?;
     serde_json::from_value(Value::Object(object))
 }
