@@ -663,7 +663,6 @@ mod tests {
                 "REDIS_SENTINELS",
             ),
             (&["--redis-master-name", "a b"][..], "REDIS_MASTER_NAME"),
-        }
             (&["--jwt-secret", "too-short"][..], "JWT_SECRET"),
             (
                 &["--max-connections-per-ip", "0"][..],

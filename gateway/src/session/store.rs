@@ -104,6 +104,7 @@ impl SessionStore {
             conn: Redis::Sentinel(SentinelConnection::new(settings, manager_config())),
             prefix: key_prefix.to_owned(),
             up: AtomicBool::new(false),
+            local: MemoryStore::default(),
         })
     }
 
@@ -432,7 +433,7 @@ impl RedisStore {
                 .arg(ttl.as_secs().max(1))
                 .ignore();
         }
-        let mut conn = self.conn.clone();
+        let mut conn = self.conn.get().await?;
         let _: () = pipe.query_async(&mut conn).await?;
         Ok(())
     }
