@@ -27,7 +27,7 @@ pub struct EdgeConfig {
 
     /// Engine.IO sessions one address may open per
     /// PENDING_SESSION_TIMEOUT_SECS before it authenticates them.
-    #[arg(long, env = "MAX_PENDING_SESSIONS_PER_IP", default_value_t = 64)]
+    #[arg(long, env = "MAX_PENDING_SESSIONS_PER_IP", default_value_t = 256)]
     pub max_pending_sessions_per_ip: u32,
 
     /// Seconds an Engine.IO session may stay without a Socket.IO CONNECT.
