@@ -84,7 +84,7 @@ impl SessionStore {
         let config = ConnectionManagerConfig::new()
             .set_connection_timeout(Some(Duration::from_millis(500)))
             .set_response_timeout(Some(Duration::from_millis(500)))
-            .set_max_delay(Duration::from_secs(1))
+            .set_max_delay(Duration::from_millis(200))
             .set_number_of_retries(1);
         let conn = client.get_connection_manager_lazy(config)?;
         Ok(SessionStore::Redis(RedisStore {
