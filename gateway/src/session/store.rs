@@ -324,7 +324,7 @@ fn manager_config() -> ConnectionManagerConfig {
     ConnectionManagerConfig::new()
         .set_connection_timeout(Some(Duration::from_millis(500)))
         .set_response_timeout(Some(Duration::from_millis(500)))
-        .set_max_delay(Duration::from_secs(1))
+        .set_max_delay(Duration::from_millis(200))
         .set_number_of_retries(1)
 }
 
