@@ -4,6 +4,7 @@ every YAML document parses; every environment variable they set is one the
 gateway or the ingestor reads; files they mount or build exist; the nginx
 template, rendered the way docker-compose renders it, passes `nginx -t`.
 """
+import glob
 import os
 import re
 import shutil
@@ -19,8 +20,9 @@ problems = []
 
 def known_env():
     names = {"RUST_LOG"}
-    for path in ["gateway/src/config.rs", "ingestor/src/config.rs"]:
-        with open(os.path.join(ROOT, path)) as f:
+    paths = glob.glob(os.path.join(ROOT, "gateway/src/config/*.rs"))
+    for path in paths + [os.path.join(ROOT, "ingestor/src/config.rs")]:
+        with open(path) as f:
             names |= set(re.findall(r'env = "([A-Z0-9_]+)"', f.read()))
     return names
 

@@ -32,14 +32,16 @@ async fn main() -> anyhow::Result<()> {
         &replica,
     )?;
 
-    if !config.standalone && config.nats_url.is_none() {
+    if !config.standalone && config.bus.nats_url.is_none() {
         anyhow::bail!(gateway::StartError::NoBus);
     }
-    let demo_secret =
-        config.standalone && config.jwt_secret.is_none() && config.jwt_public_key_file.is_none();
+    let demo_secret = config.standalone
+        && config.auth.jwt_secret.is_none()
+        && config.auth.jwt_public_key_file.is_none();
     if demo_secret {
-        config.jwt_secret = Some(random_secret());
+        config.auth.jwt_secret = Some(random_secret());
     }
+    config.validate()?;
 
     let listener = TcpListener::bind(config.addr)
         .await
@@ -57,14 +59,14 @@ async fn main() -> anyhow::Result<()> {
 /// Tells a person (and tests, which read stdout) where to connect.
 fn announce(config: &Config, addr: std::net::SocketAddr, demo_secret: bool) -> anyhow::Result<()> {
     let mut out = std::io::stdout().lock();
-    let (http, ws) = if config.tls_cert_file.is_some() {
+    let (http, ws) = if config.tls.tls_cert_file.is_some() {
         ("https", "wss")
     } else {
         ("http", "ws")
     };
     writeln!(out, "gateway listening on {http}://{addr}")?;
     if demo_secret {
-        let secret = config.jwt_secret.as_deref().unwrap_or_default();
+        let secret = config.auth.jwt_secret.as_deref().unwrap_or_default();
         let token =
             Minter::from_secret(secret.as_bytes()).mint_for("demo", None, None, 24 * 3600)?;
         writeln!(out, "token: {token}")?;
@@ -76,7 +78,7 @@ fn announce(config: &Config, addr: std::net::SocketAddr, demo_secret: bool) -> a
 }
 
 fn mint(config: &Config, args: &TokenArgs) -> anyhow::Result<String> {
-    let minter = match (&args.private_key_file, &config.jwt_secret) {
+    let minter = match (&args.private_key_file, &config.auth.jwt_secret) {
         (Some(path), _) => Minter::from_private_key_file(path, args.kid.clone())?,
         (None, Some(secret)) => Minter::from_secret(secret.as_bytes()),
         (None, None) => anyhow::bail!("set JWT_SECRET (or JWT_PRIVATE_KEY_FILE) to mint a token"),

@@ -2,16 +2,17 @@
 //!
 //! A source (the MQL5 bridge, the simulator, or a replayed recording) turns
 //! what it sees into the spec's payloads and hands them to a [`Publisher`],
-//! which owns subjects and headers. The gateway's standalone mode runs
-//! [`sim::run`] in-process against a memory bus, so the library API is the
-//! same whether the data ends up in NATS or not.
+//! which owns subjects and headers. The simulator and the publisher live in
+//! the `sim` crate (the gateway's standalone mode runs [`sim::run`]
+//! in-process without linking the bridge); they are re-exported here under
+//! their old paths.
 
 pub mod bridge;
 pub mod config;
 mod ndjson;
-pub mod publisher;
 pub mod record;
 pub mod replay;
-pub mod sim;
+pub use ::sim;
+pub use sim::publisher;
 
 pub use publisher::{PublishError, Publisher};

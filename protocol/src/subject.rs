@@ -35,11 +35,6 @@ impl SubjectScheme {
         format!("{}.>", self.prefix)
     }
 
-    /// Every subject of one account.
-    pub fn account_all(&self, account: &str) -> String {
-        format!("{}.{account}.>", self.prefix)
-    }
-
     pub fn quote(&self, account: &str, symbol: &str) -> String {
         format!("{}.{account}.quotes.{symbol}", self.prefix)
     }

@@ -1,0 +1,359 @@
+//! The gateway's one typed configuration, read from flags, the environment
+//! and `.env` (in that order of precedence), with the defaults of contract
+//! section 10. Settings come in groups by concern (`auth`, `bus`, `limits`,
+//! `session`, `sim`, `tls`), flattened into one command line: every flag
+//! and variable keeps its plain name. [`Config::validate`] checks it once
+//! at start, naming the variable in every message.
+
+mod auth;
+mod bus;
+mod limits;
+mod session;
+mod sim;
+mod tls;
+
+pub use auth::AuthConfig;
+pub use bus::BusConfig;
+pub use limits::LimitsConfig;
+pub use session::SessionConfig;
+pub use sim::SimConfig;
+pub use tls::TlsConfig;
+
+use clap::{Args, CommandFactory, FromArgMatches, Parser, Subcommand};
+use std::ffi::OsString;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+#[derive(Debug, Clone, Parser)]
+#[command(
+    name = "gateway",
+    version,
+    about = "Real-time gateway for MT5 trading dashboards (Socket.IO and plain WebSocket)"
+)]
+pub struct Cli {
+    /// `token`, or none to serve.
+    #[command(subcommand)]
+    pub command: Option<Command>,
+    /// The server's settings.
+    #[command(flatten)]
+    pub config: Config,
+}
+
+#[derive(Debug, Clone, Subcommand)]
+pub enum Command {
+    /// Mint a token signed with the configured key (JWT_SECRET, or
+    /// JWT_PRIVATE_KEY_FILE for RS256/ES256) and print it.
+    Token(TokenArgs),
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct TokenArgs {
+    /// The user the token is for (`sub`).
+    #[arg(long)]
+    pub sub: String,
+    /// The MT5 account the token may see (default: the gateway's DEFAULT_ACCOUNT).
+    #[arg(long)]
+    pub account: Option<String>,
+    /// Comma-separated channel allow-list (default: all six).
+    #[arg(long, value_delimiter = ',')]
+    pub channels: Option<Vec<String>>,
+    /// Lifetime in seconds; negative makes an already expired token (for tests).
+    #[arg(long, default_value_t = 3600, allow_negative_numbers = true)]
+    pub ttl: i64,
+    /// PEM private key for RS256/ES256 tokens (instead of JWT_SECRET).
+    #[arg(long, env = "JWT_PRIVATE_KEY_FILE")]
+    pub private_key_file: Option<PathBuf>,
+    /// `kid` header to set (to pick a key from a JWKS file).
+    #[arg(long)]
+    pub kid: Option<String>,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct Config {
+    /// One process, in-memory bus, simulated terminal, memory session store.
+    #[arg(long)]
+    pub standalone: bool,
+
+    /// Listen address (port 0 picks a free port; the chosen one is printed).
+    #[arg(long = "addr", env = "GATEWAY_ADDR", default_value = "127.0.0.1:9090")]
+    pub addr: SocketAddr,
+
+    /// Comma-separated allowed origins for cross-origin browsers ("*" for any).
+    #[arg(long, env = "CORS_ORIGINS", value_delimiter = ',')]
+    pub cors_origins: Vec<String>,
+
+    /// At most one quote per symbol per this many milliseconds (0: no throttle).
+    #[arg(long, env = "QUOTE_THROTTLE_MS", default_value_t = 100)]
+    pub quote_throttle_ms: u64,
+
+    /// Serve WebSocket-only Socket.IO clients on our own path (one encoded
+    /// packet shared by every recipient, coalesced writes) instead of
+    /// socketioxide's; polling clients always use socketioxide.
+    #[arg(long, env = "SOCKETIO_FAST_PATH", default_value_t = true, action = clap::ArgAction::Set)]
+    pub socketio_fast_path: bool,
+
+    /// Name of this replica in logs, metrics and /api/status (default: random).
+    #[arg(long, env = "REPLICA_ID")]
+    pub replica_id: Option<String>,
+
+    /// OpenTelemetry collector (OTLP); none: no trace export.
+    #[arg(long, env = "OTEL_EXPORTER_OTLP_ENDPOINT")]
+    pub otel_endpoint: Option<String>,
+
+    /// `text` or `json` logs on stderr.
+    #[arg(long, env = "LOG_FORMAT", default_value = "text")]
+    pub log_format: String,
+
+    /// On SIGTERM, how long to wait for clients to leave before exiting.
+    #[arg(long, env = "DRAIN_TIMEOUT_SECS", default_value_t = 10)]
+    pub drain_timeout_secs: u64,
+
+    /// Token verification.
+    #[command(flatten)]
+    pub auth: AuthConfig,
+
+    /// NATS and JetStream.
+    #[command(flatten)]
+    pub bus: BusConfig,
+
+    /// Per-connection and per-user limits.
+    #[command(flatten)]
+    pub limits: LimitsConfig,
+
+    /// Session store and resume.
+    #[command(flatten)]
+    pub session: SessionConfig,
+
+    /// Standalone simulator rates.
+    #[command(flatten)]
+    pub sim: SimConfig,
+
+    /// Direct TLS.
+    #[command(flatten)]
+    pub tls: TlsConfig,
+}
+
+/// A setting that makes no sense, named by its variable.
+#[derive(Debug, thiserror::Error)]
+#[error("invalid configuration: {var} {problem}")]
+pub struct ConfigError {
+    /// The environment variable (and, in kebab case, the flag) at fault.
+    pub var: &'static str,
+    /// What is wrong with it.
+    pub problem: String,
+}
+
+impl Cli {
+    /// Reads `.env` (if any) into the environment, then parses flags.
+    pub fn load() -> Self {
+        // A missing .env is the normal case; a broken one should not be silent.
+        if let Err(e) = dotenvy::dotenv() {
+            if !e.not_found() {
+                eprintln!("warning: ignoring .env: {e}");
+            }
+        }
+        Cli::parse()
+    }
+
+    /// Parses `args` (the first is the program name) and nothing else: the
+    /// environment is not read, so tests see the defaults whatever the
+    /// developer has set.
+    pub fn from_args<I, T>(args: I) -> Result<Self, clap::Error>
+    where
+        I: IntoIterator<Item = T>,
+        T: Into<OsString> + Clone,
+    {
+        let command = Cli::command().mut_args(|arg| arg.env(None));
+        let matches = command.try_get_matches_from(args)?;
+        Cli::from_arg_matches(&matches)
+    }
+}
+
+impl Config {
+    pub fn quote_throttle(&self) -> Duration {
+        Duration::from_millis(self.quote_throttle_ms)
+    }
+
+    pub fn resume_window(&self) -> Duration {
+        Duration::from_secs(self.session.resume_window_secs)
+    }
+
+    pub fn delivery_settle(&self) -> Duration {
+        Duration::from_secs(self.session.delivery_settle_secs)
+    }
+
+    pub fn drain_timeout(&self) -> Duration {
+        Duration::from_secs(self.drain_timeout_secs)
+    }
+
+    /// The transport-level cap on one inbound message. Anything between
+    /// `max_payload_bytes` and this gets a `PAYLOAD_TOO_LARGE` error and the
+    /// connection stays; beyond it the transport closes the connection.
+    pub fn hard_payload_limit(&self) -> usize {
+        (self.limits.max_payload_bytes * 2).max(2 * 1024 * 1024)
+    }
+
+    /// Standalone defaults on port 0, from `extra` flags on top, without
+    /// reading the environment.
+    pub fn for_tests(extra: &[&str]) -> Result<Self, clap::Error> {
+        let base = ["gateway", "--standalone", "--addr", "127.0.0.1:0"];
+        Ok(Cli::from_args(base.iter().chain(extra))?.config)
+    }
+
+    /// Checks what clap cannot: ranges, words, and settings that only make
+    /// sense together. Every message names the variable.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let fail = |var, problem: String| Err(ConfigError { var, problem });
+        let at_least_one = [
+            ("RATE_LIMIT_PER_SEC", self.limits.rate_limit_per_sec as u64),
+            ("RATE_LIMIT_BURST", self.limits.rate_limit_burst as u64),
+            ("RATE_LIMIT_STRIKES", self.limits.rate_limit_strikes as u64),
+            ("MAX_PAYLOAD_BYTES", self.limits.max_payload_bytes as u64),
+            ("CLIENT_QUEUE_LIMIT", self.limits.client_queue_limit as u64),
+            (
+                "MAX_CONNECTIONS_PER_USER",
+                self.limits.max_connections_per_user as u64,
+            ),
+            ("SOCKET_BUFFER", self.limits.socket_buffer as u64),
+            ("RESUME_WINDOW_SECS", self.session.resume_window_secs),
+            ("EVENTS_MAX_AGE_SECS", self.bus.events_max_age_secs),
+        ];
+        for (var, value) in at_least_one {
+            if value == 0 {
+                return fail(var, "must be at least 1, got 0".into());
+            }
+        }
+        if self.bus.events_max_messages == 0 || self.bus.events_max_messages < -1 {
+            return fail(
+                "EVENTS_MAX_MESSAGES",
+                format!(
+                    "must be at least 1 (or -1: no limit), got {}",
+                    self.bus.events_max_messages
+                ),
+            );
+        }
+        if !matches!(self.log_format.as_str(), "text" | "json") {
+            return fail(
+                "LOG_FORMAT",
+                format!("must be `text` or `json`, got `{}`", self.log_format),
+            );
+        }
+        for (var, value) in [
+            ("SUBJECT_PREFIX", &self.bus.subject_prefix),
+            ("DEFAULT_ACCOUNT", &self.auth.default_account),
+        ] {
+            if !protocol::subject::is_token(value) {
+                return fail(var, format!("must be one NATS subject token (no dots, spaces or wildcards), got `{value}`"));
+            }
+        }
+        if self.auth.jwt_secret.as_deref() == Some("") {
+            return fail("JWT_SECRET", "is set but empty".into());
+        }
+        if self
+            .replica_id
+            .as_deref()
+            .is_some_and(|id| id.trim().is_empty())
+        {
+            return fail("REPLICA_ID", "is set but empty".into());
+        }
+        for (var, rate) in [
+            ("SIM_QUOTES_PER_SEC", self.sim.sim_quotes_per_sec),
+            ("SIM_LOGS_PER_SEC", self.sim.sim_logs_per_sec),
+            ("SIM_SIGNALS_PER_SEC", self.sim.sim_signals_per_sec),
+        ] {
+            if !(0.0..=::sim::MAX_RATE).contains(&rate) {
+                return fail(
+                    var,
+                    format!("must be between 0 and {}, got {rate}", ::sim::MAX_RATE),
+                );
+            }
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_match_the_contract() {
+        let cli = Cli::from_args(["gateway"]).unwrap();
+        let c = cli.config;
+        assert_eq!(c.addr.to_string(), "127.0.0.1:9090");
+        assert_eq!(c.auth.default_account, "demo");
+        assert_eq!(c.bus.subject_prefix, "mt5");
+        assert_eq!(c.quote_throttle_ms, 100);
+        assert!(!c.standalone && c.cors_origins.is_empty());
+        assert!(c.validate().is_ok());
+    }
+
+    #[test]
+    fn token_subcommand_parses() {
+        let cli = Cli::from_args([
+            "gateway",
+            "token",
+            "--sub",
+            "alice",
+            "--channels",
+            "quotes,logs",
+            "--ttl",
+            "-10",
+        ])
+        .unwrap();
+        let Some(Command::Token(t)) = cli.command else {
+            panic!("no token command")
+        };
+        assert_eq!(t.sub, "alice");
+        assert_eq!(t.channels.unwrap(), ["quotes", "logs"]);
+        assert_eq!(t.ttl, -10);
+    }
+
+    #[test]
+    fn flags_keep_their_names_in_groups() {
+        let c = Config::for_tests(&[
+            "--jwt-secret",
+            "k",
+            "--nats-url",
+            "nats://x:4222",
+            "--rate-limit-per-sec",
+            "7",
+            "--redis-url",
+            "redis://r",
+            "--sim-quotes-per-sec",
+            "3",
+            "--socketio-fast-path",
+            "false",
+        ])
+        .unwrap();
+        assert_eq!(c.auth.jwt_secret.as_deref(), Some("k"));
+        assert_eq!(c.bus.nats_url.as_deref(), Some("nats://x:4222"));
+        assert_eq!(c.limits.rate_limit_per_sec, 7);
+        assert_eq!(c.session.redis_url.as_deref(), Some("redis://r"));
+        assert_eq!(c.sim.sim_quotes_per_sec, 3.0);
+        assert!(!c.socketio_fast_path);
+        assert!(
+            Config::for_tests(&["--tls-cert-file", "c.pem"]).is_err(),
+            "needs the key too"
+        );
+    }
+
+    #[test]
+    fn validation_names_the_variable() {
+        for (flags, var) in [
+            (&["--rate-limit-per-sec", "0"][..], "RATE_LIMIT_PER_SEC"),
+            (&["--client-queue-limit", "0"][..], "CLIENT_QUEUE_LIMIT"),
+            (&["--log-format", "xml"][..], "LOG_FORMAT"),
+            (&["--subject-prefix", "a.b"][..], "SUBJECT_PREFIX"),
+            (&["--default-account", "x y"][..], "DEFAULT_ACCOUNT"),
+            (&["--sim-logs-per-sec=-1"][..], "SIM_LOGS_PER_SEC"),
+            (&["--events-max-messages", "0"][..], "EVENTS_MAX_MESSAGES"),
+            (&["--jwt-secret="][..], "JWT_SECRET"),
+        ] {
+            let err = Config::for_tests(flags).unwrap().validate().unwrap_err();
+            assert_eq!(err.var, var);
+            assert!(err.to_string().contains(var), "{err}");
+        }
+    }
+}

@@ -1,0 +1,309 @@
+//! The bus → rooms pump: one task that reads every subject under the prefix,
+//! turns each message into a shared [`Frame`] and hands it to [`Rooms`].
+//!
+//! Quotes go through the [`Throttle`] first (once per account and symbol,
+//! not per client). When the feed fails or ends it is reopened, events from
+//! just after the last one read, so nothing is skipped. A malformed message
+//! is counted and dropped; it never reaches a client.
+
+use crate::fanout::frame::Frame;
+use crate::fanout::rooms::Rooms;
+use crate::fanout::throttle::{Offer, Throttle};
+use crate::observability::{metrics, telemetry};
+use bus::{Bus, BusError, BusMessage, Start, StreamKind, StreamLimits, Subscription};
+use futures::StreamExt;
+use protocol::{Channel, Route, SubjectScheme};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio_util::sync::CancellationToken;
+
+/// Whether the relay is reading the bus right now (readiness needs it).
+#[derive(Default)]
+pub struct FeedUp(AtomicBool);
+
+impl FeedUp {
+    fn set(&self, up: bool) {
+        self.0.store(up, Ordering::Relaxed);
+    }
+
+    /// True while the feed is open.
+    pub fn get(&self) -> bool {
+        self.0.load(Ordering::Relaxed)
+    }
+}
+
+pub struct Relay {
+    /// Where the messages come from.
+    bus: Bus,
+    /// Subject names, parsed back into routes.
+    scheme: SubjectScheme,
+    /// Where the frames go.
+    rooms: Arc<Rooms>,
+    /// Holds back quotes per symbol.
+    throttle: Throttle,
+    /// JetStream retention, for when the streams must be (re)made.
+    limits: StreamLimits,
+    /// Set while the feed is open.
+    feed_up: Arc<FeedUp>,
+    /// The newest event sequence read, to reopen the feed right after it.
+    last_event_seq: Option<u64>,
+}
+
+impl Relay {
+    /// A relay from `bus` to `rooms`; `limits` are the JetStream
+    /// retention it ensures, `feed_up` reports whether it is reading.
+    pub fn new(
+        bus: Bus,
+        scheme: SubjectScheme,
+        rooms: Arc<Rooms>,
+        throttle: Duration,
+        limits: StreamLimits,
+        feed_up: Arc<FeedUp>,
+    ) -> Self {
+        Relay {
+            bus,
+            scheme,
+            rooms,
+            throttle: Throttle::new(throttle),
+            limits,
+            feed_up,
+            last_event_seq: None,
+        }
+    }
+
+    /// Runs until `shutdown`. When the feed fails or ends it is reopened
+    /// (the NATS client reconnects by itself; JetStream may need the
+    /// streams made again after a server lost its store), events from just
+    /// after the last one read, so nothing is skipped.
+    pub async fn run(mut self, shutdown: CancellationToken) {
+        let mut retry = Duration::from_millis(200);
+        let mut reconnects = match &self.bus {
+            Bus::Nats(nats) => Some(nats.connections()),
+            Bus::Memory(_) => None,
+        };
+        while !shutdown.is_cancelled() {
+            if let Some(r) = &mut reconnects {
+                r.borrow_and_update();
+            }
+            let mut feed = match self.open_feed().await {
+                Ok(feed) => feed,
+                Err(e) => {
+                    self.feed_up.set(false);
+                    tracing::warn!(error = %e, "relay cannot read the bus; retrying");
+                    tokio::select! {
+                        _ = shutdown.cancelled() => return,
+                        _ = tokio::time::sleep(retry) => {}
+                    }
+                    retry = (retry * 2).min(Duration::from_secs(2));
+                    continue;
+                }
+            };
+            retry = Duration::from_millis(200);
+            self.feed_up.set(true);
+            tracing::info!(bus = self.bus.kind(), "relay reading the bus");
+            loop {
+                tokio::select! {
+                    _ = shutdown.cancelled() => return,
+                    _ = changed(&mut reconnects) => {
+                        tracing::info!("bus reconnected; reopening the feed");
+                        break;
+                    }
+                    released = self.throttle.released() => {
+                        for ((account, _), frame) in released {
+                            let n = self.rooms.fan_out(&account, Channel::Quotes, frame);
+                            metrics::frames_queued(n);
+                        }
+                    }
+                    msg = feed.next() => match msg {
+                        Some(msg) => self.handle(msg),
+                        None => {
+                            tracing::warn!("relay feed ended; reopening");
+                            self.feed_up.set(false);
+                            break;
+                        }
+                    },
+                }
+            }
+        }
+    }
+
+    async fn open_feed(&self) -> Result<Subscription, BusError> {
+        match &self.bus {
+            Bus::Memory(_) => self.bus.subscribe(&self.scheme.all()).await,
+            Bus::Nats(nats) => {
+                let prefix = self.scheme.prefix();
+                nats.ensure_streams(prefix, &self.limits).await?;
+                let mut feeds = Vec::new();
+                for subject in bus::jetstream::stream_subjects(prefix, StreamKind::State) {
+                    let state = nats
+                        .consume(
+                            prefix,
+                            StreamKind::State,
+                            Some(subject),
+                            Start::LastPerSubject,
+                        )
+                        .await?;
+                    feeds.push(state);
+                }
+                let start = match self.last_event_seq {
+                    Some(seq) => Start::At(seq + 1),
+                    None => Start::New,
+                };
+                feeds.push(
+                    nats.consume(prefix, StreamKind::Events, None, start)
+                        .await?,
+                );
+                Ok(futures::stream::select_all(feeds).boxed())
+            }
+        }
+    }
+
+    fn handle(&mut self, msg: BusMessage) {
+        metrics::bus_message_received();
+        let _span = telemetry::relay_span(&msg.subject, &msg.headers).entered();
+        let Some(route) = self.scheme.parse(&msg.subject) else {
+            metrics::bus_message_rejected("subject");
+            tracing::debug!(subject = %msg.subject, "ignoring a subject outside the scheme");
+            return;
+        };
+        let frame = match Frame::from_bus(
+            route.channel,
+            route.symbol.as_deref(),
+            &msg.payload,
+            msg.seq,
+        ) {
+            Ok(frame) => {
+                if let (false, Some(seq)) = (route.channel.is_state(), msg.seq) {
+                    self.last_event_seq = Some(seq);
+                }
+                Arc::new(frame)
+            }
+            Err(e) => {
+                metrics::bus_message_rejected("payload");
+                tracing::warn!(subject = %msg.subject, error = %e, "dropping a malformed bus message");
+                return;
+            }
+        };
+        match (&route, self.throttle.is_off()) {
+            (
+                Route {
+                    channel: Channel::Quotes,
+                    symbol: Some(symbol),
+                    ..
+                },
+                false,
+            ) => {
+                let key = (route.account.clone(), Arc::from(symbol.as_str()));
+                match self.throttle.offer(key, frame) {
+                    Offer::Send(frame) => {
+                        let n = self.rooms.publish(&route.account, Channel::Quotes, frame);
+                        metrics::frames_queued(n);
+                    }
+                    Offer::Held(frame) => {
+                        self.rooms.remember(&route.account, Channel::Quotes, &frame)
+                    }
+                }
+            }
+            _ => {
+                let n = self.rooms.publish(&route.account, route.channel, frame);
+                metrics::frames_queued(n);
+            }
+        }
+    }
+}
+
+/// Resolves when the bus has reconnected (never for the memory bus).
+async fn changed(reconnects: &mut Option<tokio::sync::watch::Receiver<u64>>) {
+    let Some(r) = reconnects else {
+        return std::future::pending().await;
+    };
+    if r.changed().await.is_err() {
+        std::future::pending::<()>().await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::fanout::outbox::Outbox;
+    use crate::fanout::rooms::HistoryLimits;
+    use bus::{Headers, MemoryBus};
+
+    fn setup(throttle_ms: u64) -> (MemoryBus, Arc<Rooms>, Arc<Outbox>, CancellationToken) {
+        let mem = MemoryBus::new();
+        let rooms = Arc::new(Rooms::new(HistoryLimits {
+            max_entries: 100,
+            max_age: Duration::from_secs(60),
+        }));
+        let outbox = Arc::new(Outbox::new(100, 0));
+        rooms.join("demo", Channel::Quotes, 1, &outbox);
+        rooms.join("demo", Channel::Logs, 1, &outbox);
+        let shutdown = CancellationToken::new();
+        let relay = Relay::new(
+            Bus::Memory(mem.clone()),
+            SubjectScheme::new("mt5".to_owned()),
+            rooms.clone(),
+            Duration::from_millis(throttle_ms),
+            StreamLimits::default(),
+            Arc::default(),
+        );
+        tokio::spawn(relay.run(shutdown.clone()));
+        (mem, rooms, outbox, shutdown)
+    }
+
+    async fn next(outbox: &Outbox) -> Arc<Frame> {
+        loop {
+            if let Some(f) = outbox.pop() {
+                return f;
+            }
+            tokio::time::timeout(Duration::from_secs(5), outbox.wait())
+                .await
+                .expect("a frame within 5 s");
+        }
+    }
+
+    fn publish(mem: &MemoryBus, subject: &str, json: &str) {
+        mem.publish(subject.into(), json.to_owned().into(), Headers::default());
+    }
+
+    #[tokio::test]
+    async fn throttles_quotes_but_always_sends_the_latest() {
+        let (mem, _rooms, outbox, shutdown) = setup(200);
+        tokio::task::yield_now().await;
+        // The relay subscribes asynchronously; publish until it is listening.
+        while outbox.is_empty() {
+            publish(&mem, "mt5.demo.quotes.EURUSD", r#"{"bid":0}"#);
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        let _first = next(&outbox).await;
+        for bid in 1..=50 {
+            publish(
+                &mem,
+                "mt5.demo.quotes.EURUSD",
+                &format!(r#"{{"bid":{bid}}}"#),
+            );
+        }
+        let f = next(&outbox).await;
+        assert_eq!(
+            f.data.get(),
+            r#"{"bid":50}"#,
+            "the held-back quote is the latest"
+        );
+        assert!(outbox.is_empty());
+        shutdown.cancel();
+    }
+
+    #[tokio::test]
+    async fn drops_malformed_and_foreign_messages() {
+        let (mem, _rooms, outbox, shutdown) = setup(0);
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        publish(&mem, "mt5.demo.logs", "not json");
+        publish(&mem, "mt5.demo.nope", "{}");
+        publish(&mem, "mt5.demo.logs", r#"{"message":"ok"}"#);
+        let f = next(&outbox).await;
+        assert!(f.data.get().contains("\"ok\""));
+        assert!(f.seq.is_some());
+        shutdown.cancel();
+    }
+}

@@ -1,0 +1,235 @@
+//! The whole server as a story: configuration in, connections made,
+//! background tasks started (relay, checkpoints, the simulator in
+//! standalone mode), HTTP served on a listener the caller bound (plain or
+//! TLS), and a graceful drain when `shutdown` fires. Taking the listener
+//! and the shutdown token as arguments lets tests run a gateway on port 0
+//! and stop it when they like.
+
+use crate::app::AppState;
+use crate::config::{Config, ConfigError};
+use crate::fanout::relay::Relay;
+use crate::http;
+use crate::observability::metrics;
+use crate::session::auth::{KeyError, Verifier};
+use crate::session::checkpoint;
+use crate::session::store::{self, SessionError, SessionStore};
+use crate::transport::socketio;
+use crate::transport::tls::{self, TlsError};
+use axum::serve::ListenerExt;
+use bus::{Bus, BusError, MemoryBus, NatsBus, NatsOptions, StreamLimits};
+use socketioxide::SocketIo;
+use std::future::IntoFuture;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+
+/// Why the gateway could not start (or stopped serving).
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error(
+        "refusing to start: NATS_URL is not set. A production replica must never stream \
+         simulated prices; run `gateway --standalone` for the demo, or set NATS_URL"
+    )]
+    NoBus,
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    #[error(transparent)]
+    Key(#[from] KeyError),
+    #[error(transparent)]
+    Bus(#[from] BusError),
+    #[error(transparent)]
+    Session(#[from] SessionError),
+    #[error(transparent)]
+    Tls(#[from] TlsError),
+    #[error("server error: {0}")]
+    Serve(#[from] std::io::Error),
+}
+
+/// A replica name for when `REPLICA_ID` is not set.
+pub fn default_replica_id() -> String {
+    format!("gw-{}", &store::new_id()[..8])
+}
+
+/// Builds the token verifier the configuration asks for.
+pub fn verifier(config: &Config) -> Result<Verifier, KeyError> {
+    let auth = &config.auth;
+    let verifier = match (&auth.jwt_public_key_file, &auth.jwt_secret) {
+        (Some(path), _) => Verifier::from_public_key_file(path, &auth.default_account)?,
+        (None, Some(secret)) => Verifier::from_secret(secret.as_bytes(), &auth.default_account),
+        (None, None) => return Err(KeyError::NotConfigured),
+    };
+    Ok(verifier
+        .with_issuer(auth.jwt_issuer.clone())
+        .with_audience(auth.jwt_audience.clone()))
+}
+
+/// Serves until `shutdown` is cancelled, then drains and returns.
+pub async fn run(
+    config: Config,
+    listener: TcpListener,
+    shutdown: CancellationToken,
+) -> Result<(), StartError> {
+    // Connections.
+    config.validate()?;
+    let verifier = verifier(&config)?;
+    let send_buffer = config.limits.tcp_send_buffer;
+    if send_buffer > 0 {
+        // Accepted connections inherit the listener's buffer size.
+        if let Err(e) = socket2::SockRef::from(&listener).set_send_buffer_size(send_buffer) {
+            tracing::warn!(error = %e, "TCP_SEND_BUFFER not applied");
+        }
+    }
+    let tls = match (&config.tls.tls_cert_file, &config.tls.tls_key_file) {
+        (Some(cert), Some(key)) => Some(tls::acceptor(cert, key)?),
+        _ => None,
+    };
+    let bus = connect_bus(&config).await?;
+    let replica_id = config.replica_id.clone().unwrap_or_else(default_replica_id);
+    let store = match &config.session.redis_url {
+        Some(url) => SessionStore::redis(url, &config.bus.subject_prefix)?,
+        None => SessionStore::memory(),
+    };
+    metrics::install();
+    let app = AppState::new(config, verifier, bus.clone(), store, replica_id);
+
+    // Background tasks, all stopped by the same token.
+    let tasks = tokio_util::task::TaskTracker::new();
+    let relay = Relay::new(
+        bus.clone(),
+        app.scheme.clone(),
+        app.sessions.rooms.clone(),
+        app.config.quote_throttle(),
+        stream_limits(&app.config),
+        app.feed_up.clone(),
+    );
+    tasks.spawn(relay.run(shutdown.clone()));
+    tasks.spawn(checkpoint::run(
+        app.sessions.registry.clone(),
+        app.sessions.store.clone(),
+        app.config.resume_window(),
+        shutdown.clone(),
+    ));
+    if app.config.standalone {
+        let account = app.config.auth.default_account.clone();
+        let publisher = sim::Publisher::new(bus, app.scheme.clone(), account.clone());
+        let rates = &app.config.sim;
+        let simulated = sim::SimConfig {
+            account,
+            quotes_per_sec: rates.sim_quotes_per_sec,
+            logs_per_sec: rates.sim_logs_per_sec,
+            signals_per_sec: rates.sim_signals_per_sec,
+            ..Default::default()
+        };
+        let stop = shutdown.clone();
+        tasks.spawn(async move {
+            if let Err(e) = sim::run(publisher, simulated, stop).await {
+                tracing::error!(error = %e, "simulator stopped");
+            }
+        });
+    }
+    tasks.close();
+
+    // Serve.
+    let hard_limit = app.config.hard_payload_limit() as u64;
+    let (socketio_layer, io) = SocketIo::builder()
+        .with_state(app.clone())
+        .max_buffer_size(app.config.limits.socket_buffer)
+        .max_payload(hard_limit)
+        .ws_max_message_size(hard_limit as usize)
+        .build_layer();
+    socketio::attach(&io);
+    let router = http::router(app.clone(), socketio_layer);
+    tracing::info!(
+        addr = %listener.local_addr()?,
+        replica = %app.replica_id,
+        mode = if app.config.standalone { "standalone" } else { "nats" },
+        "gateway serving"
+    );
+    let drain_timeout = app.config.drain_timeout();
+    let draining = drain(app.clone(), io, shutdown.clone(), drain_timeout);
+    let server = async {
+        match tls {
+            Some(acceptor) => {
+                let listener = tls::TlsListener::new(listener, acceptor, shutdown.clone())?;
+                serve(listener, router, draining).await
+            }
+            None => {
+                // Frames are small and already coalesced per write: never
+                // let Nagle hold one back waiting for an ACK.
+                let listener = listener.tap_io(|tcp| {
+                    let _ = tcp.set_nodelay(true);
+                });
+                serve(listener, router, draining).await
+            }
+        }
+    };
+    let overdue = async {
+        shutdown.cancelled().await;
+        tokio::time::sleep(drain_timeout + Duration::from_secs(1)).await;
+    };
+    tokio::select! {
+        result = server => result?,
+        _ = overdue => tracing::warn!("connections still open after the drain timeout; exiting"),
+    }
+    shutdown.cancel();
+    let _ = tokio::time::timeout(Duration::from_secs(2), tasks.wait()).await;
+    tracing::info!("gateway stopped");
+    Ok(())
+}
+
+/// Serves `router` on any listener (plain TCP or TLS) until `draining`
+/// completes.
+async fn serve<L>(
+    listener: L,
+    router: axum::Router,
+    draining: impl std::future::Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()>
+where
+    L: axum::serve::Listener,
+    L::Addr: std::fmt::Debug,
+{
+    axum::serve(listener, router)
+        .with_graceful_shutdown(draining)
+        .into_future()
+        .await
+}
+
+/// Waits for `shutdown`, then tells every client to go, waits (at most
+/// `timeout`) for their goodbyes to be written, and closes what is left.
+async fn drain(app: Arc<AppState>, io: SocketIo, shutdown: CancellationToken, timeout: Duration) {
+    shutdown.cancelled().await;
+    let registry = &app.sessions.registry;
+    tracing::info!(clients = registry.count(), "draining");
+    app.drain("Server shutdown");
+    let writers = &app.sessions.tasks;
+    writers.close();
+    if tokio::time::timeout(timeout, writers.wait()).await.is_err() {
+        tracing::warn!(left = registry.count(), "drain timeout; closing anyway");
+    }
+    io.close().await;
+}
+
+/// The JetStream retention the configuration asks for: events are kept at
+/// least twice the resume window.
+fn stream_limits(config: &Config) -> StreamLimits {
+    StreamLimits {
+        events_max_age: Duration::from_secs(config.bus.events_max_age_secs)
+            .max(config.resume_window() * 2),
+        events_max_messages: config.bus.events_max_messages,
+        ..StreamLimits::default()
+    }
+}
+
+async fn connect_bus(config: &Config) -> Result<Bus, StartError> {
+    if config.standalone {
+        return Ok(Bus::Memory(MemoryBus::new()));
+    }
+    let url = config.bus.nats_url.clone().ok_or(StartError::NoBus)?;
+    let nats = NatsBus::connect(&NatsOptions {
+        url,
+        name: "mt5-gateway".into(),
+    })
+    .await?;
+    Ok(Bus::Nats(nats))
+}

@@ -1,0 +1,16 @@
+//! From a client's socket to its [`Client`](crate::session::Client) and
+//! back. Three endpoints: the plain WebSocket dialect (`ws`), our own
+//! Engine.IO/Socket.IO path for WebSocket-only clients (`eio`), and the
+//! socketioxide adapter for everything else Socket.IO (`socketio`). What
+//! they share: one way to read credentials and admit (`credentials`), the
+//! WebSocket plumbing and the one reader loop (`websocket`), and the
+//! per-client writer that drains the outbox into the socket (`writer`).
+//! `tls` serves WSS/HTTPS directly.
+
+pub mod credentials;
+pub mod eio;
+pub mod socketio;
+pub mod tls;
+mod websocket;
+pub mod writer;
+pub mod ws;
