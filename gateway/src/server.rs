@@ -137,6 +137,9 @@ pub async fn run(
         .max_buffer_size(app.config.limits.socket_buffer)
         .max_payload(hard_limit)
         .ws_max_message_size(hard_limit as usize)
+        .ping_interval(app.config.engineio.ping_interval())
+        .ping_timeout(app.config.engineio.ping_timeout())
+        .connect_timeout(app.config.engineio.connect_timeout())
         .build_layer();
     socketio::attach(&io);
     let router = http::router(app.clone(), socketio_layer);

@@ -222,12 +222,12 @@ impl EioSocket {
         self.ended
     }
 
-    /// Text packets seen so far, pings left out.
+    /// Text packets seen so far, pings and the probe's answer left out.
     pub fn texts(&self) -> Vec<String> {
         self.seen
             .iter()
             .filter_map(|(_, w)| match w {
-                Wire::Text(t) if t != "2" => Some(t.clone()),
+                Wire::Text(t) if t != "2" && t != "3probe" => Some(t.clone()),
                 _ => None,
             })
             .collect()
@@ -462,6 +462,10 @@ impl EioPolling {
             .join()
             .expect("the pending GET")
             .unwrap_or_else(|e| panic!("the pending GET: {e}"));
+        if got.packets().iter().any(|p| p == "2") {
+            // A ping that came on polling is answered there, as clients do.
+            let _ = self.post(&["3"]);
+        }
         socket.send("5");
         (socket, got)
     }

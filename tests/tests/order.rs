@@ -53,19 +53,16 @@ fn socket_io_client_websocket_only() {
 }
 
 #[test]
-#[ignore = "issue 11: socketioxide runs each handler in its own task"]
 fn socket_io_client_websocket_only_on_socketioxide() {
     check(OrderClient::NodeWebSocket, false);
 }
 
 #[test]
-#[ignore = "issue 11: socketioxide runs each handler in its own task"]
 fn socket_io_client_polling_then_upgrade() {
     check(OrderClient::NodeDefault, true);
 }
 
 #[test]
-#[ignore = "issue 11: socketioxide runs each handler in its own task"]
 fn python_socketio() {
     check(OrderClient::Python, true);
 }

@@ -7,6 +7,7 @@
 
 mod auth;
 mod bus;
+mod engineio;
 mod limits;
 mod session;
 mod sim;
@@ -14,6 +15,7 @@ mod tls;
 
 pub use auth::AuthConfig;
 pub use bus::BusConfig;
+pub use engineio::EngineIoConfig;
 pub use limits::LimitsConfig;
 pub use session::SessionConfig;
 pub use sim::SimConfig;
@@ -112,6 +114,10 @@ pub struct Config {
     /// Token verification.
     #[command(flatten)]
     pub auth: AuthConfig,
+
+    /// Engine.IO timers (both Socket.IO paths).
+    #[command(flatten)]
+    pub engineio: EngineIoConfig,
 
     /// NATS and JetStream.
     #[command(flatten)]
@@ -218,6 +224,9 @@ impl Config {
             ("SOCKET_BUFFER", self.limits.socket_buffer as u64),
             ("RESUME_WINDOW_SECS", self.session.resume_window_secs),
             ("EVENTS_MAX_AGE_SECS", self.bus.events_max_age_secs),
+            ("PING_INTERVAL_MS", self.engineio.ping_interval_ms),
+            ("PING_TIMEOUT_MS", self.engineio.ping_timeout_ms),
+            ("CONNECT_TIMEOUT_MS", self.engineio.connect_timeout_ms),
         ];
         for (var, value) in at_least_one {
             if value == 0 {
@@ -286,6 +295,14 @@ mod tests {
         assert_eq!(c.bus.subject_prefix, "mt5");
         assert_eq!(c.quote_throttle_ms, 100);
         assert!(!c.standalone && c.cors_origins.is_empty());
+        assert_eq!(
+            (
+                c.engineio.ping_interval_ms,
+                c.engineio.ping_timeout_ms,
+                c.engineio.connect_timeout_ms
+            ),
+            (25_000, 20_000, 10_000)
+        );
         assert!(c.validate().is_ok());
     }
 
@@ -350,6 +367,9 @@ mod tests {
             (&["--sim-logs-per-sec=-1"][..], "SIM_LOGS_PER_SEC"),
             (&["--events-max-messages", "0"][..], "EVENTS_MAX_MESSAGES"),
             (&["--jwt-secret="][..], "JWT_SECRET"),
+            (&["--ping-interval-ms", "0"][..], "PING_INTERVAL_MS"),
+            (&["--ping-timeout-ms", "0"][..], "PING_TIMEOUT_MS"),
+            (&["--connect-timeout-ms", "0"][..], "CONNECT_TIMEOUT_MS"),
         ] {
             let err = Config::for_tests(flags).unwrap().validate().unwrap_err();
             assert_eq!(err.var, var);

@@ -9,6 +9,7 @@
 
 pub mod credentials;
 pub mod eio;
+mod sio_packet;
 pub mod socketio;
 pub mod tls;
 mod websocket;
