@@ -90,20 +90,27 @@ type SharedTx = Arc<tokio::sync::Mutex<SplitSink<WebSocket, Message>>>;
 /// The heartbeat: when the next ping is due, or since when one waits for
 /// its pong.
 enum Heartbeat {
+    /// The next ping goes out then.
     PingAt(Instant),
+    /// A ping is out; without a pong by then, the client is dropped.
     PongBy(Instant),
 }
 
 /// A client joined to `/`: its state and the task writing its outbox.
 struct Joined {
+    /// The dashboard's state, shared with the fan-out.
     client: Arc<Client>,
+    /// The task draining its outbox into the socket.
     writer: tokio::task::JoinHandle<()>,
 }
 
 /// An event whose binary attachments are still coming.
 struct Pending {
+    /// The event's name (named in the `error` it gets).
     name: String,
+    /// The client's ack id, if it asked for one.
     ack: Option<u64>,
+    /// Binary frames still to come.
     missing: usize,
 }
 
@@ -117,16 +124,24 @@ enum End {
     Gone,
 }
 
+/// One Engine.IO connection, from the open packet to the close; it may
+/// join and leave `/` more than once.
 struct Session {
+    /// The gateway's handles.
     app: Arc<AppState>,
+    /// The socket's sending half.
     tx: SharedTx,
+    /// The upgrade request's query string (`?token=`, `?session=`).
     query: Option<String>,
     /// The upgrade request's headers (`Authorization: Bearer`).
     headers: HeaderMap,
+    /// The client, while it is in `/`.
     joined: Option<Joined>,
     /// Whether the client ever joined (before that, only CONNECT is valid).
     ever_joined: bool,
+    /// Where the ping/pong cycle stands.
     heartbeat: Heartbeat,
+    /// An event waiting for its binary attachments.
     pending: Option<Pending>,
 }
 
@@ -192,7 +207,7 @@ impl Session {
                 Some(Ok(message)) => message,
                 Some(Err(e)) => {
                     tracing::debug!(error = %e, "socket.io websocket read failed");
-                    return End::Close(TOO_BIG, "message too big");
+                    return End::Close(TOO_BIG, "message too big or unreadable");
                 }
                 None => return End::Gone,
             };
@@ -450,6 +465,7 @@ fn oversize_event(text: &str) -> Option<Option<u64>> {
 /// The client's writer end of the socket: Socket.IO packets, `41` and a
 /// close frame to end.
 struct EioSink {
+    /// The socket's sending half, shared with the session.
     tx: SharedTx,
 }
 
