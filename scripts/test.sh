@@ -1,10 +1,11 @@
 #!/usr/bin/env bash
 # The whole test suite, from a fresh Debian machine: installs what is
 # missing (nats-server, redis-server, nginx, chromium, the Node and Python
-# test clients), builds the binaries, and runs unit, end-to-end and browser
-# tests. Every end-to-end test starts its own NATS, Redis, nginx and gateways
-# on free ports, so nothing here needs a server already running; NATS and
-# Redis are also started on their default ports when not answering (as the
+# test clients), checks formatting and lints (clippy, warnings are errors),
+# builds the binaries, and runs unit, end-to-end and browser tests. Every
+# end-to-end test starts its own NATS, Redis, nginx and gateways on free
+# ports, so nothing here needs a server already running; NATS and Redis are
+# also started on their default ports when not answering (as the
 # README promises; --no-services skips it), for trying the gateway by hand.
 #
 # Usage: scripts/test.sh [--no-install] [--no-browser] [--no-services] [--no-bench]
@@ -57,6 +58,12 @@ fi
 
 step "deployment files (docker-compose.yml, deploy/k8s, deploy/nginx)"
 python3 scripts/check-deploy.py
+
+step "cargo fmt --all --check"
+cargo fmt --all --check
+
+step "cargo clippy --workspace --all-targets -- -D warnings"
+cargo clippy --workspace --all-targets -- -D warnings
 
 step "cargo build --workspace --bins"
 cargo build --workspace --bins

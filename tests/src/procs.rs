@@ -37,18 +37,70 @@ pub fn target_dir() -> PathBuf {
 }
 
 /// The path of a workspace binary (`gateway`, `ingestor`) in the debug
-/// profile; `E2E_BIN_DIR` overrides the directory.
+/// profile; `E2E_BIN_DIR` overrides the directory. A debug binary older
+/// than any of its sources fails the test: the tests must run what this
+/// checkout builds, never a stale `target/debug/gateway`.
 pub fn binary(name: &str) -> PathBuf {
-    let dir = std::env::var_os("E2E_BIN_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| target_dir().join("debug"));
+    let chosen = std::env::var_os("E2E_BIN_DIR").map(PathBuf::from);
+    let checked = chosen.is_none();
+    let dir = chosen.unwrap_or_else(|| target_dir().join("debug"));
     let path = dir.join(name);
     assert!(
         path.is_file(),
         "{} not found: run `cargo build --workspace --bins` first",
         path.display()
     );
+    if checked {
+        assert_fresh(&path);
+    }
     path
+}
+
+/// The source folders each binary is built from, relative to the workspace
+/// root (only sources: cargo relinks a binary when one of them changes).
+fn sources(binary: &str) -> &'static [&'static str] {
+    const LIBS: [&str; 3] = ["protocol/src", "bus/src", "sim/src"];
+    match binary {
+        "gateway" => &[LIBS[0], LIBS[1], LIBS[2], "gateway/src", "gateway/web"],
+        "ingestor" => &[LIBS[0], LIBS[1], LIBS[2], "ingestor/src"],
+        _ => &[],
+    }
+}
+
+/// Panics when a source file changed after `binary` was built.
+fn assert_fresh(binary: &Path) {
+    let name = binary
+        .file_name()
+        .and_then(|n| n.to_str())
+        .unwrap_or_default();
+    let root = workspace_root();
+    let newest = sources(name)
+        .iter()
+        .filter_map(|p| newest_file(&root.join(p)))
+        .max_by_key(|(t, _)| *t);
+    let built = std::fs::metadata(binary).and_then(|m| m.modified());
+    if let (Some((changed, source)), Ok(built)) = (newest, built) {
+        assert!(
+            built >= changed,
+            "{} is older than {}: run `cargo build --workspace --bins` (the tests run \
+             the binaries of this checkout, never stale ones)",
+            binary.display(),
+            source.display()
+        );
+    }
+}
+
+/// The most recently modified file under `path` (or `path` itself).
+fn newest_file(path: &Path) -> Option<(std::time::SystemTime, PathBuf)> {
+    let meta = std::fs::metadata(path).ok()?;
+    if meta.is_file() {
+        return Some((meta.modified().ok()?, path.to_path_buf()));
+    }
+    std::fs::read_dir(path)
+        .ok()?
+        .filter_map(Result::ok)
+        .filter_map(|entry| newest_file(&entry.path()))
+        .max_by_key(|(t, _)| *t)
 }
 
 /// A port that was free a moment ago (bind to port 0, read it, release it).

@@ -109,11 +109,9 @@ impl Relay {
                         tracing::info!("bus reconnected; reopening the feed");
                         break;
                     }
-                    released = self.throttle.released() => {
-                        for ((account, _), frame) in released {
-                            let n = self.rooms.fan_out(&account, Channel::Quotes, frame);
-                            metrics::frames_queued(n);
-                        }
+                    ((account, _), frame) = self.throttle.released() => {
+                        let n = self.rooms.fan_out(&account, Channel::Quotes, frame);
+                        metrics::frames_queued(n);
                     }
                     msg = feed.next() => match msg {
                         Some(msg) => self.handle(msg),

@@ -3,13 +3,17 @@
 //! interval ends, so clients see the latest price without seeing every tick.
 //!
 //! It runs once in the relay (per symbol, not per client), so its cost does
-//! not grow with the number of clients.
+//! not grow with the number of clients. Each symbol sent recently has one
+//! timer in a [`DelayQueue`] (a timer wheel), due when its interval ends:
+//! a new quote costs a hash lookup, never a scan of every held quote.
 
 use crate::fanout::frame::Frame;
+use futures::future::poll_fn;
 use std::collections::HashMap;
 use std::sync::Arc;
+use std::task::Poll;
 use std::time::Duration;
-use tokio::time::Instant;
+use tokio_util::time::DelayQueue;
 
 /// A quote's throttling key: (account, symbol).
 pub type QuoteKey = (String, Arc<str>);
@@ -25,10 +29,11 @@ pub enum Offer {
 pub struct Throttle {
     /// The interval between two quotes of one symbol.
     interval: Duration,
-    /// When each key last went out.
-    last_sent: HashMap<QuoteKey, Instant>,
-    /// The newest quote held back per key, with the time it is due.
-    held: HashMap<QuoteKey, (Instant, Arc<Frame>)>,
+    /// The keys sent within the last interval, each with the newest quote
+    /// held back meanwhile, if any.
+    recent: HashMap<QuoteKey, Option<Arc<Frame>>>,
+    /// One timer per recent key.
+    due: DelayQueue<QuoteKey>,
 }
 
 impl Throttle {
@@ -36,8 +41,8 @@ impl Throttle {
     pub fn new(interval: Duration) -> Self {
         Throttle {
             interval,
-            last_sent: HashMap::new(),
-            held: HashMap::new(),
+            recent: HashMap::new(),
+            due: DelayQueue::new(),
         }
     }
 
@@ -49,42 +54,85 @@ impl Throttle {
     /// Decides for a new quote: send it now, or hold it (replacing the one
     /// held for the same key) until its interval ends.
     pub fn offer(&mut self, key: QuoteKey, frame: Arc<Frame>) -> Offer {
-        let now = Instant::now();
-        match self.last_sent.get(&key) {
-            Some(sent) if now.duration_since(*sent) < self.interval => {
-                let due = *sent + self.interval;
-                self.held.insert(key, (due, frame.clone()));
+        match self.recent.get_mut(&key) {
+            Some(held) => {
+                *held = Some(frame.clone());
                 Offer::Held(frame)
             }
-            _ => {
-                self.held.remove(&key);
-                self.last_sent.insert(key, now);
+            None => {
+                self.sent(key);
                 Offer::Send(frame)
             }
         }
     }
 
-    /// Waits until held quotes are due and returns them (they count as
-    /// sent now). Pending forever while nothing is held. Cancel-safe.
-    pub async fn released(&mut self) -> Vec<(QuoteKey, Arc<Frame>)> {
-        match self.held.values().map(|(due, _)| *due).min() {
-            Some(due) => tokio::time::sleep_until(due).await,
-            None => std::future::pending().await,
-        }
-        let now = Instant::now();
-        let due: Vec<QuoteKey> = self
-            .held
-            .iter()
-            .filter(|(_, (at, _))| *at <= now)
-            .map(|(k, _)| k.clone())
-            .collect();
-        let mut released = Vec::with_capacity(due.len());
-        for key in due {
-            if let Some((_, frame)) = self.held.remove(&key) {
-                self.last_sent.insert(key.clone(), now);
-                released.push((key, frame));
+    /// Starts `key`'s interval now.
+    fn sent(&mut self, key: QuoteKey) {
+        self.due.insert(key.clone(), self.interval);
+        self.recent.insert(key, None);
+    }
+
+    /// Waits for the next held quote whose interval ended and returns it
+    /// (it counts as sent now). Pending while nothing is held. Cancel-safe:
+    /// nothing is lost when the future is dropped.
+    pub async fn released(&mut self) -> (QuoteKey, Arc<Frame>) {
+        loop {
+            let expired = poll_fn(|cx| match self.due.poll_expired(cx) {
+                Poll::Ready(Some(expired)) => Poll::Ready(expired.into_inner()),
+                // No timer at all: the relay asks again after its next message.
+                Poll::Ready(None) | Poll::Pending => Poll::Pending,
+            })
+            .await;
+            if let Some(Some(frame)) = self.recent.remove(&expired) {
+                self.sent(expired.clone());
+                return (expired, frame);
             }
         }
-        released
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use protocol::Channel;
+
+    fn quote(symbol: &str, bid: u32) -> Arc<Frame> {
+        let json = format!(r#"{{"bid":{bid}}}"#);
+        Arc::new(Frame::from_bus(Channel::Quotes, Some(symbol), json.as_bytes(), None).unwrap())
+    }
+
+    fn key(symbol: &str) -> QuoteKey {
+        ("demo".to_owned(), Arc::from(symbol))
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn one_per_interval_and_the_latest_is_released() {
+        let mut t = Throttle::new(Duration::from_millis(100));
+        assert!(matches!(t.offer(key("A"), quote("A", 1)), Offer::Send(_)));
+        assert!(matches!(t.offer(key("B"), quote("B", 1)), Offer::Send(_)));
+        for bid in 2..=5 {
+            assert!(matches!(t.offer(key("A"), quote("A", bid)), Offer::Held(_)));
+        }
+        let start = tokio::time::Instant::now();
+        let (k, frame) = t.released().await;
+        assert_eq!(k, key("A"));
+        assert_eq!(frame.data.get(), r#"{"bid":5}"#);
+        assert_eq!(start.elapsed(), Duration::from_millis(100));
+        // Released counts as sent: the next one waits a full interval.
+        assert!(matches!(t.offer(key("A"), quote("A", 6)), Offer::Held(_)));
+        // B held nothing: its interval ended quietly, so B goes straight out.
+        let (k, _) = t.released().await;
+        assert_eq!(k, key("A"));
+        assert_eq!(start.elapsed(), Duration::from_millis(200));
+        assert!(matches!(t.offer(key("B"), quote("B", 2)), Offer::Send(_)));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn nothing_held_means_nothing_released() {
+        let mut t = Throttle::new(Duration::from_millis(100));
+        assert!(matches!(t.offer(key("A"), quote("A", 1)), Offer::Send(_)));
+        let waited = tokio::time::timeout(Duration::from_secs(1), t.released()).await;
+        assert!(waited.is_err(), "nothing was held back");
+        assert!(matches!(t.offer(key("A"), quote("A", 2)), Offer::Send(_)));
     }
 }

@@ -29,6 +29,7 @@ pub enum TelemetryError {
 
 /// Keeps the trace exporter alive; [`Telemetry::shutdown`] flushes it.
 pub struct Telemetry {
+    /// The OTLP trace pipeline, when an endpoint is configured.
     provider: Option<SdkTracerProvider>,
 }
 

@@ -131,6 +131,8 @@ struct Session {
     app: Arc<AppState>,
     /// The socket's sending half.
     tx: SharedTx,
+    /// The Engine.IO session id (also the namespace's socket id).
+    sid: String,
     /// The upgrade request's query string (`?token=`, `?session=`).
     query: Option<String>,
     /// The upgrade request's headers (`Authorization: Bearer`).
@@ -148,8 +150,9 @@ struct Session {
 async fn serve(app: Arc<AppState>, socket: WebSocket, query: Option<String>, headers: HeaderMap) {
     let (tx, mut rx) = socket.split();
     let tx: SharedTx = Arc::new(tokio::sync::Mutex::new(tx));
+    let sid = store::new_id();
     let open = json!({
-        "sid": store::new_id(),
+        "sid": sid,
         "upgrades": [],
         "pingInterval": app.config.engineio.ping_interval_ms,
         "pingTimeout": app.config.engineio.ping_timeout_ms,
@@ -169,6 +172,7 @@ async fn serve(app: Arc<AppState>, socket: WebSocket, query: Option<String>, hea
         heartbeat: Heartbeat::PingAt(Instant::now() + app.config.engineio.ping_interval()),
         app,
         tx,
+        sid,
         query,
         headers,
         joined: None,
@@ -355,7 +359,7 @@ impl Session {
                     .map_err(|_| End::Gone);
             }
         };
-        let reply = format!("40{}", json!({ "sid": store::new_id() }));
+        let reply = format!("40{}", json!({ "sid": self.sid }));
         self.send(reply).await.map_err(|_| End::Gone)?;
         self.start(admission);
         Ok(())
