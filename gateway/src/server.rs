@@ -145,7 +145,14 @@ pub async fn run(
         // Before CONNECT nothing is authenticated: no 16 MiB frames, and
         // a session that never connects is gone within seconds.
         .ws_max_frame_size(hard_limit as usize)
-        .connect_timeout(app.config.edge.pending_session_timeout())
+        .ping_interval(app.config.engineio.ping_interval())
+        .ping_timeout(app.config.engineio.ping_timeout())
+        .connect_timeout(
+            app.config
+                .engineio
+                .connect_timeout()
+                .min(app.config.edge.pending_session_timeout()),
+        )
         .build_layer();
     socketio::attach(&io);
     let router = http::router(app.clone(), socketio_layer);

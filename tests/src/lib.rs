@@ -14,7 +14,11 @@
 //! - [`procs`]: processes: [`NatsServer`], [`RedisServer`], [`Gateway`], [`Ingestor`];
 //! - [`sio`]: the scriptable Socket.IO clients ([`Plan`], [`SioClient`], [`Transcript`]);
 //! - [`ws`]: the plain WebSocket client ([`WsClient`]);
+//! - [`eio`]: Engine.IO / Socket.IO spoken by hand (WebSocket and polling),
+//!   for the protocol conformance tests;
 //! - [`http`]: a tiny HTTP/1.1 GET;
+//! - [`order`]: the order clients (many connections sending back-to-back
+//!   events, under Node and Python) and what they saw;
 //! - [`nginx`]: the real nginx with `deploy/nginx/gateway.conf` ([`Nginx`]);
 //! - [`cluster`]: NATS, Redis, N gateway replicas and nginx ([`Cluster`]);
 //! - [`ha`]: a 3-node NATS cluster and Redis with Sentinel ([`ha::NatsCluster`], [`ha::SentinelRedis`]);
@@ -35,11 +39,13 @@ pub mod checks;
 pub mod cluster;
 pub mod dashboard;
 pub mod edge;
+pub mod eio;
 pub mod feed;
 pub mod ha;
 pub mod http;
 pub mod keys;
 pub mod nginx;
+pub mod order;
 pub mod procs;
 pub mod sio;
 pub mod ws;

@@ -8,6 +8,7 @@
 mod auth;
 mod bus;
 mod edge;
+mod engineio;
 mod limits;
 mod session;
 mod sim;
@@ -16,6 +17,7 @@ mod tls;
 pub use auth::AuthConfig;
 pub use bus::BusConfig;
 pub use edge::{Cidr, EdgeConfig};
+pub use engineio::EngineIoConfig;
 pub use limits::LimitsConfig;
 pub use session::SessionConfig;
 pub use sim::SimConfig;
@@ -133,6 +135,10 @@ pub struct Config {
     /// Token verification.
     #[command(flatten)]
     pub auth: AuthConfig,
+
+    /// Engine.IO timers (both Socket.IO paths).
+    #[command(flatten)]
+    pub engineio: EngineIoConfig,
 
     /// NATS and JetStream.
     #[command(flatten)]
@@ -284,6 +290,9 @@ impl Config {
                 self.edge.tls_handshake_timeout_secs,
             ),
             ("MAX_TLS_HANDSHAKES", self.edge.max_tls_handshakes as u64),
+            ("PING_INTERVAL_MS", self.engineio.ping_interval_ms),
+            ("PING_TIMEOUT_MS", self.engineio.ping_timeout_ms),
+            ("CONNECT_TIMEOUT_MS", self.engineio.connect_timeout_ms),
         ];
         for (var, value) in at_least_one {
             if value == 0 {
@@ -550,6 +559,14 @@ mod tests {
         assert_eq!(c.bus.subject_prefix, "mt5");
         assert_eq!(c.quote_throttle_ms, 100);
         assert!(!c.standalone && c.cors_origins.is_empty());
+        assert_eq!(
+            (
+                c.engineio.ping_interval_ms,
+                c.engineio.ping_timeout_ms,
+                c.engineio.connect_timeout_ms
+            ),
+            (25_000, 20_000, 10_000)
+        );
         assert!(c.validate().is_ok());
     }
 
@@ -670,6 +687,9 @@ mod tests {
             ),
             (&["--default-account", "*"][..], "DEFAULT_ACCOUNT"),
             (&["--subject-prefix", "mt5.>"][..], "SUBJECT_PREFIX"),
+            (&["--ping-interval-ms", "0"][..], "PING_INTERVAL_MS"),
+            (&["--ping-timeout-ms", "0"][..], "PING_TIMEOUT_MS"),
+            (&["--connect-timeout-ms", "0"][..], "CONNECT_TIMEOUT_MS"),
         ] {
             let err = Config::for_tests(flags).unwrap().validate().unwrap_err();
             assert_eq!(err.var, var);

@@ -34,6 +34,9 @@ pub struct Frame {
     pub seq: Option<u64>,
     /// The event's data, validated JSON.
     pub data: Box<RawValue>,
+    /// Set for an acknowledgement: the client's ack id (`data` is the
+    /// ack's one argument).
+    pub ack: Option<u64>,
     /// The plain WebSocket text, built on first use.
     ws_text: OnceLock<Utf8Bytes>,
     /// The Socket.IO packet text, built on first use.
@@ -91,6 +94,7 @@ impl Frame {
             key,
             seq: if channel.is_state() { None } else { seq },
             data,
+            ack: None,
             ws_text: OnceLock::new(),
             sio_text: OnceLock::new(),
         })
@@ -106,6 +110,7 @@ impl Frame {
             key: None,
             seq: None,
             data,
+            ack: None,
             ws_text: OnceLock::new(),
             sio_text: OnceLock::new(),
         }
@@ -120,9 +125,20 @@ impl Frame {
             key: None,
             seq: None,
             data: null(),
+            ack: None,
             ws_text: OnceLock::new(),
             sio_text: OnceLock::new(),
         };
+        let _ = frame.sio_text.set(Utf8Bytes::from(text));
+        frame
+    }
+
+    /// The acknowledgement of the client's event `id`, answered with
+    /// `reply`: queued behind the reply event, so it is written after it.
+    pub fn ack<T: Serialize + ?Sized>(id: u64, reply: &T) -> Frame {
+        let mut frame = Frame::control("", reply);
+        frame.ack = Some(id);
+        let text = format!("43{id}[{}]", frame.data.get());
         let _ = frame.sio_text.set(Utf8Bytes::from(text));
         frame
     }
@@ -212,6 +228,9 @@ mod tests {
         let f = Frame::from_bus(Channel::Quotes, Some("X"), br#"{"bid":1}"#, None).unwrap();
         assert_eq!(f.sio_text().as_str(), r#"42["quotes",{"bid":1}]"#);
         assert_eq!(Frame::packet("2".into()).sio_text().as_str(), "2");
+        let ack = Frame::ack(7, &serde_json::json!({"channels": []}));
+        assert_eq!(ack.sio_text().as_str(), r#"437[{"channels":[]}]"#);
+        assert_eq!(ack.ack, Some(7));
     }
 
     #[test]

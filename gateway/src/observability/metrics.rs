@@ -9,6 +9,14 @@ use std::sync::OnceLock;
 
 static HANDLE: OnceLock<Option<PrometheusHandle>> = OnceLock::new();
 
+/// The `transport` label of a Socket.IO client served by socketioxide
+/// (polling, upgrades, and everyone with `SOCKETIO_FAST_PATH=false`).
+pub const SOCKETIOXIDE: &str = "socketio";
+/// The `transport` label of a Socket.IO client on our WebSocket fast path.
+pub const SOCKETIO_FAST: &str = "socketio_fast";
+/// The `transport` label of a plain WebSocket (JSON) client.
+pub const WEBSOCKET: &str = "websocket";
+
 /// Installs the recorder (once per process; later calls reuse it).
 pub fn install() -> Option<PrometheusHandle> {
     HANDLE
@@ -17,7 +25,7 @@ pub fn install() -> Option<PrometheusHandle> {
                 // Scrapers and dashboards see every series from the first
                 // scrape, not only after the first event of each kind.
                 ::metrics::gauge!("gateway_up").set(1.0);
-                for transport in ["socketio", "websocket"] {
+                for transport in [SOCKETIOXIDE, SOCKETIO_FAST, WEBSOCKET] {
                     ::metrics::gauge!("gateway_clients", "transport" => transport).set(0.0);
                 }
                 ::metrics::counter!("gateway_bus_messages_total").absolute(0);

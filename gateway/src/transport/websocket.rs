@@ -124,40 +124,23 @@ pub async fn await_close_answer(rx: &mut SplitStream<WebSocket>) {
     let _ = tokio::time::timeout(CLOSE_GRACE, answered).await;
 }
 
-/// A WebSocket's sending half as a [`FrameSink`], in one of the two
-/// dialects: plain JSON events, or Socket.IO packets.
+/// A plain WebSocket's sending half as a [`FrameSink`]: JSON events. (The
+/// Socket.IO fast path has its own, see `eio`: its socket outlives a
+/// client that leaves the namespace.)
 pub struct WsSink {
     /// The socket's sending half.
     tx: SplitSink<WebSocket, Message>,
-    /// The dialect's encoding of a frame.
-    encode: fn(&Frame) -> Utf8Bytes,
-    /// Sent before the close frame (Socket.IO's namespace disconnect).
-    last_packet: Option<&'static str>,
 }
 
 impl WsSink {
     pub fn plain(tx: SplitSink<WebSocket, Message>) -> WsSink {
-        WsSink {
-            tx,
-            encode: Frame::ws_text,
-            last_packet: None,
-        }
-    }
-
-    /// `41` before the close makes socket.io-client report "io server
-    /// disconnect" (and not reconnect by itself).
-    pub fn socket_io(tx: SplitSink<WebSocket, Message>) -> WsSink {
-        WsSink {
-            tx,
-            encode: Frame::sio_text,
-            last_packet: Some("41"),
-        }
+        WsSink { tx }
     }
 }
 
 impl FrameSink for WsSink {
     async fn send(&mut self, frame: &Frame) -> Sent {
-        match self.tx.feed(Message::Text((self.encode)(frame))).await {
+        match self.tx.feed(Message::Text(frame.ws_text())).await {
             Ok(()) => Sent::Ok,
             Err(_) => Sent::Closed,
         }
@@ -171,12 +154,6 @@ impl FrameSink for WsSink {
     }
 
     async fn close(&mut self) {
-        if let Some(packet) = self.last_packet {
-            let _ = self
-                .tx
-                .feed(Message::Text(Utf8Bytes::from_static(packet)))
-                .await;
-        }
         let _ = self
             .tx
             .send(Message::Close(Some(CloseFrame {

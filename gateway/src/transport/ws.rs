@@ -8,6 +8,7 @@
 
 use crate::app::AppState;
 use crate::fanout::frame::Frame;
+use crate::observability::metrics;
 use crate::session::admission::Admission;
 use crate::session::Client;
 use crate::transport::credentials::{self, Credentials};
@@ -61,7 +62,7 @@ async fn refuse(mut socket: WebSocket, refusal: ErrorPayload) {
 }
 
 async fn serve(app: Arc<AppState>, admission: Admission, socket: WebSocket) {
-    let client = Client::connect(&app.sessions, admission, "websocket");
+    let client = Client::connect(&app.sessions, admission, metrics::WEBSOCKET);
     let (tx, mut rx) = socket.split();
     let mut writer = app
         .sessions
