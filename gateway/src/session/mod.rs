@@ -18,8 +18,8 @@ mod delivery;
 pub mod limits;
 pub mod registry;
 mod replay;
-pub mod sentinel;
 pub mod revocation;
+pub mod sentinel;
 pub mod store;
 
 use crate::fanout::history::History;

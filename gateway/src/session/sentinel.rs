@@ -190,7 +190,7 @@ mod tests {
         let settings =
             SentinelSettings::parse(&[format!("127.0.0.1:{port}")], "mt5", None).unwrap();
         let conn = SentinelConnection::new(settings, ConnectionManagerConfig::new());
-        let err = conn.get().await.err().expect("no sentinel answers");
+        let err = conn.get().await.expect_err("no sentinel answers");
         assert!(err.to_string().contains("no sentinel of 1"), "{err}");
     }
 }

@@ -77,7 +77,7 @@ pub enum SessionStore {
     /// In this process (standalone, one replica).
     Memory(MemoryStore),
     /// In Redis, shared by every replica.
-    Redis(RedisStore),
+    Redis(Box<RedisStore>),
 }
 
 impl SessionStore {
@@ -89,23 +89,26 @@ impl SessionStore {
     pub fn redis(url: &str, key_prefix: &str) -> Result<Self, SessionError> {
         let client = redis::Client::open(url)?;
         let conn = client.get_connection_manager_lazy(manager_config())?;
-        Ok(SessionStore::Redis(RedisStore {
+        Ok(SessionStore::Redis(Box::new(RedisStore {
             conn: Redis::Direct(conn),
             prefix: key_prefix.to_owned(),
             up: AtomicBool::new(false),
             local: MemoryStore::default(),
-        }))
+        })))
     }
 
     /// The primary the sentinels name, followed across failovers
     /// (`sentinel`); lazily too.
     pub fn redis_sentinel(settings: SentinelSettings, key_prefix: &str) -> Self {
-        SessionStore::Redis(RedisStore {
-            conn: Redis::Sentinel(SentinelConnection::new(settings, manager_config())),
+        SessionStore::Redis(Box::new(RedisStore {
+            conn: Redis::Sentinel(Box::new(SentinelConnection::new(
+                settings,
+                manager_config(),
+            ))),
             prefix: key_prefix.to_owned(),
             up: AtomicBool::new(false),
             local: MemoryStore::default(),
-        })
+        }))
     }
 
     pub async fn load(&self, id: &str) -> Result<Option<SessionRecord>, SessionError> {
@@ -333,7 +336,7 @@ enum Redis {
     /// A reconnecting connection to `REDIS_URL`.
     Direct(ConnectionManager),
     /// Whatever server the sentinels name primary, asked again on failure.
-    Sentinel(SentinelConnection),
+    Sentinel(Box<SentinelConnection>),
 }
 
 impl Redis {

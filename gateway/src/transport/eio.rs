@@ -470,7 +470,7 @@ async fn writer_done(joined: &mut Option<Joined>) {
 
 /// For an event too large to parse: `Some(ack id)` if it looks like an
 /// EVENT to `/` (`2[<id>][…`), so the client still gets its answer.
-fn oversize_event(text: &str) -> Option<Option<u64>> {
+pub(crate) fn oversize_event(text: &str) -> Option<Option<u64>> {
     let rest = text.strip_prefix('2')?;
     let digits = rest.bytes().take_while(u8::is_ascii_digit).count();
     if !rest[digits..].starts_with('[') {

@@ -12,7 +12,7 @@
 pub mod credentials;
 pub mod eio;
 pub mod listener;
-mod sio_packet;
+pub(crate) mod sio_packet;
 pub mod socketio;
 pub mod tls;
 mod websocket;
