@@ -204,11 +204,18 @@ fn the_compose_stack_survives_its_nodes_dying() {
     let first = hello(&ws);
     let replica = first["replica"].as_str().expect("replica").to_owned();
     let session = first["session"].as_str().expect("session").to_owned();
+    let victim = stack.container(&replica);
+    let killed = Instant::now();
+    stack.docker(&["kill", &victim]);
+    let closed = ws.wait_close(Duration::from_secs(10)).is_some();
+    println!(
+        "compose: the client's connection {} {:?} after the kill",
+        if closed { "closed" } else { "was still open" },
+        killed.elapsed()
+    );
+    // Everything it got before the connection went.
     let before = seqs(&ws);
     let left_at = last(&ws);
-    let killed = Instant::now();
-    stack.docker(&["kill", &stack.container(&replica)]);
-    ws.wait_close(Duration::from_secs(10));
     let mut ws = stack.ws("compose-ws", Some(&session));
     let again = hello(&ws);
     assert_eq!(again["resumed"], true, "{again}");
@@ -256,12 +263,51 @@ fn the_compose_stack_survives_its_nodes_dying() {
     stack.docker(&["start", &stack.container(&replica)]);
     println!("compose: nginx restarted and served with {replica} down");
 
-    // 3. A NATS node killed: no log lost, nobody disconnected.
+    // 3. The Redis primary killed: Sentinel fails over, sessions resume.
+    let mut ws = stack.ws("compose-redis", None);
+    more(&mut ws, 5, Duration::from_secs(30));
+    let hello_nats = hello(&ws);
+    let session = hello_nats["session"].as_str().expect("session").to_owned();
+    more(&mut ws, 20, Duration::from_secs(20));
+    let victim = stack.container("redis1");
+    let killed = Instant::now();
+    stack.docker(&["kill", &victim]);
+    // Readiness reports Redis up again on the replica we are on once it
+    // follows the new primary; then a resume works.
+    let mut resumed_after = Duration::ZERO;
+    wait(
+        "a session resumed after the failover",
+        Duration::from_secs(60),
+        || {
+            drain(&mut ws);
+            std::thread::sleep(Duration::from_millis(500));
+            let mut probe = stack.ws("compose-redis-probe", None);
+            let id = hello(&probe)["session"].as_str()?.to_owned();
+            more(&mut probe, 5, Duration::from_secs(10));
+            // Give the checkpoint a moment to land, then resume it.
+            std::thread::sleep(Duration::from_secs(3));
+            probe.close();
+            let back = stack.ws("compose-redis-probe", Some(&id));
+            let resumed = hello(&back)["resumed"] == true;
+            resumed_after = killed.elapsed();
+            resumed.then_some(())
+        },
+    );
+    let left_at = last(&ws);
+    ws.close();
+    let mut ws = stack.ws("compose-redis", Some(&session));
+    assert_eq!(hello(&ws)["resumed"], true, "{}", ws.dump());
+    until_seq(&mut ws, left_at + 20, Duration::from_secs(20));
+    println!("compose: redis1 killed: a new session resumed {resumed_after:?} after the kill; the old one too");
+    stack.docker(&["start", &stack.container("redis1")]);
+
+    // 4. A NATS node killed: no log lost, nobody disconnected.
     let mut ws = stack.ws("compose-nats", None);
     more(&mut ws, 5, Duration::from_secs(30));
     let at = last(&ws);
+    let victim = stack.container("nats1");
     let killed = Instant::now();
-    stack.docker(&["kill", &stack.container("nats1")]);
+    stack.docker(&["kill", &victim]);
     let deadline = Instant::now() + Duration::from_secs(60);
     let mut longest = Duration::ZERO;
     let mut prev = (Instant::now(), last(&ws));
@@ -286,41 +332,6 @@ fn the_compose_stack_survives_its_nodes_dying() {
         killed.elapsed()
     );
     stack.docker(&["start", &stack.container("nats1")]);
-
-    // 4. The Redis primary killed: Sentinel fails over, sessions resume.
-    let hello_nats = hello(&ws);
-    let session = hello_nats["session"].as_str().expect("session").to_owned();
-    more(&mut ws, 20, Duration::from_secs(20));
-    let killed = Instant::now();
-    stack.docker(&["kill", &stack.container("redis1")]);
-    // Readiness reports Redis up again on the replica we are on once it
-    // follows the new primary; then a resume works.
-    let mut resumed_after = Duration::ZERO;
-    wait(
-        "a session resumed after the failover",
-        Duration::from_secs(60),
-        || {
-            drain(&mut ws);
-            std::thread::sleep(Duration::from_millis(500));
-            let mut probe = stack.ws("compose-redis-probe", None);
-            let id = hello(&probe)["session"].as_str()?.to_owned();
-            more(&mut probe, 5, Duration::from_secs(10));
-            // Give the checkpoint a moment to land, then resume it.
-            std::thread::sleep(Duration::from_secs(3));
-            probe.close();
-            let back = stack.ws("compose-redis-probe", Some(&id));
-            let resumed = hello(&back)["resumed"] == true;
-            resumed_after = killed.elapsed();
-            resumed.then_some(())
-        },
-    );
-    let left_at = last(&ws);
-    ws.close();
-    let mut ws = stack.ws("compose-nats", Some(&session));
-    assert_eq!(hello(&ws)["resumed"], true, "{}", ws.dump());
-    until_seq(&mut ws, left_at + 20, Duration::from_secs(20));
-    println!("compose: redis1 killed: a new session resumed {resumed_after:?} after the kill; the old one too");
-    stack.docker(&["start", &stack.container("redis1")]);
 
     for d in &mut dashboards {
         d.release();
