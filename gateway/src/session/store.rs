@@ -96,7 +96,10 @@ impl SessionStore {
     /// (`sentinel`); lazily too.
     pub fn redis_sentinel(settings: SentinelSettings, key_prefix: &str) -> Self {
         SessionStore::Redis(RedisStore {
-            conn: Redis::Sentinel(SentinelConnection::new(settings, manager_config())),
+            conn: Redis::Sentinel(Box::new(SentinelConnection::new(
+                settings,
+                manager_config(),
+            ))),
             prefix: key_prefix.to_owned(),
             up: AtomicBool::new(false),
         })
@@ -258,7 +261,7 @@ enum Redis {
     /// A reconnecting connection to `REDIS_URL`.
     Direct(ConnectionManager),
     /// Whatever server the sentinels name primary, asked again on failure.
-    Sentinel(SentinelConnection),
+    Sentinel(Box<SentinelConnection>),
 }
 
 impl Redis {
