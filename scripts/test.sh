@@ -8,17 +8,22 @@
 # also started on their default ports when not answering (as the
 # README promises; --no-services skips it), for trying the gateway by hand.
 #
-# Usage: scripts/test.sh [--no-install] [--no-browser] [--no-services] [--no-bench]
+# The compose test (scripts/compose-test.sh) ends it: the real
+# docker-compose.yml on a local dockerd, images built offline; it skips
+# with its reason where dockerd cannot run.
+#
+# Usage: scripts/test.sh [--no-install] [--no-browser] [--no-services] [--no-bench] [--no-compose]
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-install=1 browser=1 services=1 bench=1
+install=1 browser=1 services=1 bench=1 compose=1
 for arg in "$@"; do
   case "$arg" in
     --no-install) install=0 ;;
     --no-browser) browser=0 ;;
     --no-services) services=0 ;;
     --no-bench) bench=0 ;;
+    --no-compose) compose=0 ;;
     *) echo "unknown option $arg" >&2; exit 64 ;;
   esac
 done
@@ -30,6 +35,7 @@ if [ "$install" = 1 ]; then
   missing=()
   have nats-server || missing+=(nats-server)
   have redis-server || missing+=(redis-server)
+  have redis-sentinel || missing+=(redis-sentinel)
   have nginx || missing+=(nginx-light)
   have openssl || missing+=(openssl)
   if [ "$browser" = 1 ]; then have chromium || missing+=(chromium); fi
@@ -44,9 +50,11 @@ if [ "$install" = 1 ]; then
   if [ "$browser" = 1 ]; then
     (cd tests/browser && npm ci --no-audit --no-fund --loglevel=error)
   fi
-  step "pip install python-socketio, PyYAML"
+  step "pip install python-socketio, PyYAML, kubernetes-validate"
   python3 -c 'import socketio, websocket, yaml' 2>/dev/null ||
     python3 -m pip install --quiet --disable-pip-version-check 'python-socketio[client]>=5,<6' 'websocket-client>=1' 'PyYAML>=6'
+  command -v kubernetes-validate >/dev/null 2>&1 ||
+    python3 -m pip install --quiet --disable-pip-version-check 'kubernetes-validate>=1.37,<2'
 fi
 export PATH="$PATH:/usr/sbin"
 
@@ -79,6 +87,12 @@ fi
 if [ "$bench" = 1 ]; then
   step "benchmark smoke (100 clients, 5 s; release build)"
   bash bench/smoke.sh
+fi
+
+if [ "$compose" = 1 ]; then
+  step "compose test (docker-compose.yml on a local dockerd, images built offline)"
+  opts=(); [ "$install" = 1 ] || opts+=(--no-install)
+  bash scripts/compose-test.sh "${opts[@]}"
 fi
 
 step "all tests passed"

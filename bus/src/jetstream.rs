@@ -346,17 +346,25 @@ impl NatsBus {
             ..Default::default()
         };
         let mut attempts = 0;
-        let consumer = loop {
+        let (consumer, floor) = loop {
             attempts += 1;
             let created = match js.get_stream(&name).await {
-                Ok(stream) => stream
-                    .create_consumer(config.clone())
-                    .await
-                    .map_err(|e| e.to_string()),
+                Ok(stream) => {
+                    let floor = match start {
+                        Start::LastPerSubject => 0,
+                        Start::New => stream.cached_info().state.last_sequence + 1,
+                        Start::At(seq) => seq.max(1),
+                    };
+                    stream
+                        .create_consumer(config.clone())
+                        .await
+                        .map(|consumer| (consumer, floor))
+                        .map_err(|e| e.to_string())
+                }
                 Err(e) => Err(e.to_string()),
             };
             match created {
-                Ok(consumer) => break consumer,
+                Ok(created) => break created,
                 Err(reason) if attempts >= CONSUMER_ATTEMPTS => return Err(fail(reason)),
                 Err(reason) => {
                     tracing::debug!(stream = %name, %reason, attempts, "consumer not created; retrying");
@@ -364,6 +372,9 @@ impl NatsBus {
             }
         };
         let messages = consumer.messages().await.map_err(|e| fail(e.to_string()))?;
+        // State consumers are not guarded: they keep one message per
+        // subject, and reading it again is harmless.
+        let mut next = (floor > 0).then_some(floor);
         Ok(messages
             .filter_map(|item| async move {
                 match item {
@@ -385,6 +396,25 @@ impl NatsBus {
                         None
                     }
                 }
+            })
+            // A message older than the start or than one already read:
+            // the ordered consumer was recreated before it delivered
+            // anything (async-nats then starts again from the stream's
+            // first message). The feed ends instead, so that the reader
+            // reopens it right after what it has.
+            .take_while(move |msg| {
+                let in_order = match (next, msg.seq) {
+                    (Some(min), Some(seq)) if seq < min => false,
+                    (Some(_), Some(seq)) => {
+                        next = Some(seq + 1);
+                        true
+                    }
+                    _ => true,
+                };
+                if !in_order {
+                    tracing::warn!(stream = %name, seq = ?msg.seq, expected = ?next, "consumer went back in the stream; ending the feed");
+                }
+                futures::future::ready(in_order)
             })
             .boxed())
     }

@@ -190,6 +190,25 @@ impl NatsCluster {
         None
     }
 
+    /// The live nodes holding a client connection named `client` (from
+    /// `/connz`), in node order.
+    pub fn nodes_with_client(&self, client: &str) -> Vec<usize> {
+        (0..self.nodes.len())
+            .filter(|&i| {
+                let addr = SocketAddr::from(([127, 0, 0, 1], self.nodes[i].monitor_port));
+                crate::http::try_get(addr, "/connz?limit=1024", &[])
+                    .ok()
+                    .is_some_and(|r| {
+                        r.json()["connections"]
+                            .as_array()
+                            .into_iter()
+                            .flatten()
+                            .any(|c| c["name"] == client)
+                    })
+            })
+            .collect()
+    }
+
     /// `(replicas, messages, last_seq)` of `stream` as a live node reports it.
     pub fn stream_state(&self, stream: &str) -> Option<(usize, u64, u64)> {
         for n in &self.nodes {

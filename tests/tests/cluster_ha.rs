@@ -81,13 +81,35 @@ fn ms_since(ws_started: Instant) -> f64 {
     ws_started.elapsed().as_secs_f64() * 1000.0
 }
 
+/// Which NATS node a test kills.
+#[derive(Debug, Clone, Copy)]
+enum Victim {
+    /// The node leading the events stream.
+    StreamLeader,
+    /// A node a gateway is connected to (one that does not lead the events
+    /// stream when there is one): the gateway moves to another node and
+    /// must read its events there.
+    GatewayNode,
+}
+
 /// The node leading the events stream is SIGKILLed while the ingestor
 /// publishes 50 logs a second: every client keeps its connection and gets
 /// every log, in order, without a hole; the ingestor never had to publish a
 /// log without storing it; the stream keeps all of them at 3 replicas.
 #[test]
 fn a_nats_node_dies_and_no_log_is_lost() {
-    let account = "70000041";
+    node_dies_and_no_log_is_lost("70000041", Victim::StreamLeader);
+}
+
+/// The node a gateway is connected to is SIGKILLed: the gateway reconnects
+/// to another node, and its existing clients go on getting every log, in
+/// order, without a hole.
+#[test]
+fn the_gateways_nats_node_dies_and_its_clients_keep_their_logs() {
+    node_dies_and_no_log_is_lost("70000045", Victim::GatewayNode);
+}
+
+fn node_dies_and_no_log_is_lost(account: &str, victim: Victim) {
     let mut nats = NatsCluster::start();
     let ingestor_url = nats.ingestor_urls();
     let mut ingestor = Ingestor::start(
@@ -145,9 +167,24 @@ fn a_nats_node_dies_and_no_log_is_lost() {
     }
 
     assert_eq!(nats.stream_leader("MT5_EVENTS"), Some(leader));
+    let killed = match victim {
+        Victim::StreamLeader => leader,
+        Victim::GatewayNode => {
+            let held = nats.nodes_with_client("mt5-gateway");
+            *held
+                .iter()
+                .find(|&&n| n != leader)
+                .or(held.first())
+                .expect("a node holds a gateway's connection")
+        }
+    };
     let killed_at = ms_since(started);
-    nats.kill(leader);
-    println!("killed NATS node n{} (leader of MT5_EVENTS)", leader + 1);
+    nats.kill(killed);
+    println!(
+        "killed NATS node n{} ({victim:?}; n{} leads MT5_EVENTS)",
+        killed + 1,
+        leader + 1
+    );
 
     // A new leader is elected and publishing goes on: wait for 200 logs and
     // signals stored after the kill, then for every client to have them.
@@ -208,7 +245,70 @@ fn a_nats_node_dies_and_no_log_is_lost() {
     ingestor.terminate(Duration::from_secs(10));
 
     // The node comes back and rejoins.
-    nats.restart(leader);
+    nats.restart(killed);
+}
+
+/// A consumer removed before it delivered anything (as when the node
+/// holding it dies) is recreated by async-nats from the stream's first
+/// message: the events feed must not hand out that old history as new, but
+/// end, so that its reader reopens it right after what it has read.
+#[test]
+fn an_events_feed_never_goes_back_in_the_stream() {
+    use bus::{NatsBus, NatsOptions, Start, StreamKind, StreamLimits};
+    use futures::StreamExt;
+    let nats = NatsServer::start();
+    let url = nats.url();
+    let runtime = tokio::runtime::Runtime::new().expect("a runtime");
+    runtime.block_on(async {
+        let bus = NatsBus::connect(&NatsOptions {
+            url,
+            name: "feed-test".into(),
+        })
+        .await
+        .expect("connect");
+        bus.ensure_streams("mt5", &StreamLimits::default())
+            .await
+            .expect("streams");
+        let log = |i: u64| format!(r#"{{"message":"log {i}"}}"#).into_bytes().into();
+        for i in 1..=5 {
+            bus.publish_stored("mt5.1.logs".into(), log(i), Default::default())
+                .await
+                .expect("stored");
+        }
+        let mut feed = bus
+            .consume("mt5", StreamKind::Events, None, Start::New)
+            .await
+            .expect("a feed");
+        let stream = async_nats::jetstream::new(bus.client().clone())
+            .get_stream("MT5_EVENTS")
+            .await
+            .expect("the stream");
+        let names: Vec<String> = stream
+            .consumer_names()
+            .filter_map(|n| async move { n.ok() })
+            .collect()
+            .await;
+        for name in &names {
+            stream.delete_consumer(name).await.expect("deleted");
+        }
+        // Nothing new for a while: the recreated consumer has read nothing.
+        let quiet = tokio::time::timeout(Duration::from_secs(6), feed.next()).await;
+        if let Ok(Some(msg)) = quiet {
+            panic!("the feed went back to seq {:?}", msg.seq);
+        }
+        for i in 6..=7 {
+            bus.publish_stored("mt5.1.logs".into(), log(i), Default::default())
+                .await
+                .expect("stored");
+        }
+        // Either the feed ended (its reader reopens it), or it goes on
+        // from seq 6.
+        match tokio::time::timeout(Duration::from_secs(10), feed.next()).await {
+            Ok(Some(msg)) => assert_eq!(msg.seq, Some(6)),
+            Ok(None) => {}
+            Err(_) => panic!("the feed neither ended nor delivered seq 6 within 10 s"),
+        }
+    });
 }
 
 /// The users of `deploy/nats/auth.conf` do what they need and no more: the

@@ -165,7 +165,16 @@ impl Relay {
                     nats.consume(prefix, StreamKind::Events, None, start)
                         .await?,
                 );
-                Ok(futures::stream::select_all(feeds).boxed())
+                // One feed ending (the events one: see `NatsBus::consume`)
+                // ends them all, so the whole feed is reopened; otherwise
+                // quotes would go on while logs had stopped for good.
+                let feeds = feeds
+                    .into_iter()
+                    .map(|feed| feed.map(Some).chain(futures::stream::iter([None])));
+                Ok(futures::stream::select_all(feeds)
+                    .take_while(|msg| futures::future::ready(msg.is_some()))
+                    .filter_map(futures::future::ready)
+                    .boxed())
             }
         }
     }
