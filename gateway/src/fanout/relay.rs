@@ -228,9 +228,42 @@ impl Relay {
             _ => {
                 let n = self.rooms.publish(&route.account, route.channel, frame);
                 metrics::frames_queued(n);
+                if route.channel == Channel::Logs {
+                    if let Some(notice) = terminal_error(&msg.payload) {
+                        // Not remembered: a resume replays the log entry,
+                        // which carries the same error in `extra`.
+                        self.rooms
+                            .fan_out(&route.account, Channel::Logs, Arc::new(notice));
+                    }
+                }
             }
         }
     }
+}
+
+/// The spec's `error` event for a log entry that relays a terminal error
+/// (the bridge publishes those as ERROR logs whose `extra` holds
+/// `event: "error"`, `error`, `details` and `code`), so dashboards on
+/// `logs` get both the entry and the error.
+fn terminal_error(payload: &[u8]) -> Option<Frame> {
+    // Most log entries are not errors: skip the parse for them.
+    if !payload.windows(7).any(|w| w == b"\"error\"") {
+        return None;
+    }
+    let entry: serde_json::Value = serde_json::from_slice(payload).ok()?;
+    let extra = entry.get("extra")?;
+    if extra.get("event")?.as_str()? != "error" {
+        return None;
+    }
+    let text = |key: &str| extra.get(key).and_then(|v| v.as_str()).unwrap_or_default();
+    Some(Frame::control(
+        "error",
+        &serde_json::json!({
+            "error": text("error"),
+            "details": text("details"),
+            "code": text("code"),
+        }),
+    ))
 }
 
 /// Resolves when the bus has reconnected (never for the memory bus).
@@ -312,6 +345,18 @@ mod tests {
         );
         assert!(outbox.is_empty());
         shutdown.cancel();
+    }
+
+    #[test]
+    fn a_terminal_error_log_is_also_an_error_event() {
+        let log = br#"{"level":"ERROR","message":"order refused","extra":{"event":"error","error":"Not enough money","details":"EURUSD buy 1.0","code":"INSUFFICIENT_MARGIN"}}"#;
+        let frame = terminal_error(log).expect("an error event");
+        let text = frame.ws_text();
+        assert!(text.contains(r#""event":"error""#), "{text}");
+        assert!(text.contains(r#""code":"INSUFFICIENT_MARGIN""#), "{text}");
+        assert!(terminal_error(br#"{"level":"ERROR","message":"error","extra":{}}"#).is_none());
+        assert!(terminal_error(br#"{"level":"INFO","message":"hi"}"#).is_none());
+        assert!(terminal_error(br#"not json "error""#).is_none());
     }
 
     #[tokio::test]
