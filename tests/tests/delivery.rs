@@ -240,7 +240,14 @@ fn jetstream_down_during_a_resume_is_an_explicit_gap() {
 /// again, and no replica's checkpoint pass took longer than its deadline.
 #[test]
 fn redis_paused_under_2000_sessions_keeps_the_cap_and_the_deadline() {
-    let env = [("MAX_CONNECTIONS_PER_USER", "2")];
+    // Every session comes from this one test address: lift the per-address
+    // edge limits, which tests/tests/security.rs shows on their own.
+    let env = [
+        ("MAX_CONNECTIONS_PER_USER", "2"),
+        ("MAX_CONNECTIONS_PER_IP", "5000"),
+        ("HANDSHAKES_PER_SEC_PER_IP", "100000"),
+        ("MAX_PENDING_SESSIONS_PER_IP", "5000"),
+    ];
     let mut cluster = Cluster::start("71000005", 2, &env);
     let log_feed = LogFeed::start(&cluster.nats.url(), &cluster.account, 5.0);
     let addrs: Vec<_> = cluster.gateways.iter().map(Gateway::addr).collect();
