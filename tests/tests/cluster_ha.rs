@@ -311,6 +311,82 @@ fn an_events_feed_never_goes_back_in_the_stream() {
     });
 }
 
+/// The gateway's events consumer is removed before it delivered anything:
+/// the relay reopens its feed (quotes alone going on would hide that logs
+/// stopped), and a client gets the logs published after, in order, without
+/// the older ones.
+#[test]
+fn the_relay_reopens_its_feed_when_the_events_consumer_goes_back() {
+    use bus::{NatsBus, NatsOptions, StreamLimits};
+    use futures::StreamExt;
+    let nats = NatsServer::start();
+    let runtime = tokio::runtime::Runtime::new().expect("a runtime");
+    let bus = runtime.block_on(async {
+        let bus = NatsBus::connect(&NatsOptions {
+            url: nats.url(),
+            name: "relay-test".into(),
+        })
+        .await
+        .expect("connect");
+        bus.ensure_streams("mt5", &StreamLimits::default())
+            .await
+            .expect("streams");
+        bus
+    });
+    let account = "70000046";
+    let subject = format!("mt5.{account}.logs");
+    let publish = |from: u64, to: u64| {
+        runtime.block_on(async {
+            for i in from..=to {
+                let log = format!(
+                    r#"{{"time":"2026-01-01T00:00:00Z","level":"INFO","message":"log {i}"}}"#
+                );
+                bus.publish_stored(subject.clone(), log.into_bytes().into(), Default::default())
+                    .await
+                    .expect("stored");
+            }
+        })
+    };
+    publish(1, 5);
+    let gateway = Gateway::start(&[("NATS_URL", &nats.url()), ("JWT_SECRET", SECRET)], false);
+    let mut ws = dashboard(&gateway, "relay", account, None);
+    runtime.block_on(async {
+        let stream = async_nats::jetstream::new(bus.client().clone())
+            .get_stream("MT5_EVENTS")
+            .await
+            .expect("the stream");
+        let deadline = Instant::now() + Duration::from_secs(20);
+        let names = loop {
+            let names: Vec<String> = stream
+                .consumer_names()
+                .filter_map(|n| async move { n.ok() })
+                .collect()
+                .await;
+            if !names.is_empty() {
+                break names;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "the gateway does not read the events stream"
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        };
+        for name in &names {
+            stream.delete_consumer(name).await.expect("deleted");
+        }
+    });
+    // async-nats recreates the consumer after two missed heartbeats.
+    let until = Instant::now() + Duration::from_secs(6);
+    while Instant::now() < until {
+        ws.next(Duration::from_millis(200));
+    }
+    publish(6, 10);
+    read_until_seq(&mut ws, 10, Duration::from_secs(20));
+    let seqs: Vec<u64> = event_seqs(&ws).into_iter().map(|(_, s)| s).collect();
+    assert_eq!(seqs, [6, 7, 8, 9, 10], "{}", ws.dump());
+    gateway.assert_no_panic();
+}
+
 /// The users of `deploy/nats/auth.conf` do what they need and no more: the
 /// gateway reads the ingestor's data with its read-only user, and a
 /// publisher holding the gateway's credentials is refused by the server.
