@@ -11,7 +11,11 @@ import {
 const isWs = (url) => url.pathname === '/ws';
 
 test('a dropped connection resumes its session: no log entry or signal is missed or shown twice', async (t) => {
-  const gw = await startGateway({ env: { SIM_LOGS_PER_SEC: '20', SIM_SIGNALS_PER_SEC: '4' } });
+  // The drop below closes the page's side only: the gateway keeps writing
+  // into the test's proxy for a moment without knowing the page is gone (a
+  // black hole). Entries count as delivered DELIVERY_SETTLE_SECS after they
+  // were written, so the settle must outlast that moment (README: delivery).
+  const gw = await startGateway({ env: { SIM_LOGS_PER_SEC: '20', SIM_SIGNALS_PER_SEC: '4', DELIVERY_SETTLE_SECS: '2' } });
   t.after(() => gw.stop());
   const w = watcher(gw.url, gw.token);
   t.after(() => w.close());
