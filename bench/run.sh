@@ -144,7 +144,7 @@ start_server() { # ours | ours-sio | node | ceiling
     ours | ours-sio)
       [ "$1" = ours-sio ] && fast=false
       env NATS_URL="$NATS_URL" GATEWAY_ADDR="127.0.0.1:$port" DEFAULT_ACCOUNT=bench \
-        QUOTE_THROTTLE_MS=0 MAX_CONNECTIONS_PER_USER=100000 MAX_CONNECTIONS=100000 MAX_CONNECTIONS_PER_IP=100000 HANDSHAKES_PER_SEC_PER_IP=100000 MAX_PENDING_SESSIONS_PER_IP=100000 DRAIN_TIMEOUT_SECS=1 \
+        QUOTE_THROTTLE_MS=0 "${LIFTS[@]}" DRAIN_TIMEOUT_SECS=1 \
         SOCKETIO_FAST_PATH=$fast RUST_LOG=warn LOG_FORMAT=text "$GATEWAY" >"$log" 2>&1 &
       ;;
     node)
@@ -186,6 +186,11 @@ stop_server() {
 }
 
 FAILED=0
+# Every load client comes from this one machine and user: lift the
+# per-user and per-address connection limits for our gateway.
+LIFTS=(MAX_CONNECTIONS_PER_USER=100000 MAX_CONNECTIONS=100000 MAX_CONNECTIONS_PER_IP=100000
+  HANDSHAKES_PER_SEC_PER_IP=100000 MAX_PENDING_SESSIONS_PER_IP=100000)
+
 # run_case LABEL SERVER MODE [loadgen args...]
 run_case() {
   local label=$1 server=$2 mode=$3
@@ -235,7 +240,7 @@ run_storm() {
   for i in 1 2; do
     ports[$i]=$("$LOADGEN" free-port)
     env NATS_URL="$NATS_URL" REDIS_URL="redis://127.0.0.1:$rport" GATEWAY_ADDR="127.0.0.1:${ports[$i]}" \
-      DEFAULT_ACCOUNT=storm REPLICA_ID="storm-$i" QUOTE_THROTTLE_MS=0 MAX_CONNECTIONS_PER_USER=100000 MAX_CONNECTIONS=100000 MAX_CONNECTIONS_PER_IP=100000 HANDSHAKES_PER_SEC_PER_IP=100000 MAX_PENDING_SESSIONS_PER_IP=100000 \
+      DEFAULT_ACCOUNT=storm REPLICA_ID="storm-$i" QUOTE_THROTTLE_MS=0 "${LIFTS[@]}" \
       DRAIN_TIMEOUT_SECS=1 RUST_LOG=warn LOG_FORMAT=text "$GATEWAY" >"$WORK/$label-$i.log" 2>&1 &
     pids[$i]=$!
     PIDS+=("${pids[$i]}")
@@ -265,50 +270,7 @@ run_storm() {
 
 GIT_REV="$(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || echo '?')$(git -C "$ROOT" diff --quiet HEAD -- gateway bus protocol 2>/dev/null || echo ' + uncommitted gateway changes')"
 if [ "$BUILD" = 0 ]; then
-  # run_storm LABEL CLIENTS: two replicas on one Redis; loadgen kills the first.
-run_storm() {
-  local label=$1 clients=$2
-  if [ -n "$ONLY" ] && [[ "$ONLY" != *",$label,"* ]]; then return 0; fi
-  command -v redis-server >/dev/null || { say "$label: redis-server not found; skipped"; return 0; }
-  say "$label: two replicas, $clients dashboards on one, SIGKILL"
-  local rport rpid ports=() pids=() i
-  rport=$("$LOADGEN" free-port)
-  redis-server --port "$rport" --bind 127.0.0.1 --save '' --appendonly no --dir "$WORK" >"$WORK/redis.log" 2>&1 &
-  rpid=$!
-  PIDS+=("$rpid")
-  wait_port "$rport" 10 || { say "redis did not start"; FAILED=1; return 0; }
-  for i in 1 2; do
-    ports[$i]=$("$LOADGEN" free-port)
-    env NATS_URL="$NATS_URL" REDIS_URL="redis://127.0.0.1:$rport" GATEWAY_ADDR="127.0.0.1:${ports[$i]}" \
-      DEFAULT_ACCOUNT=storm REPLICA_ID="storm-$i" QUOTE_THROTTLE_MS=0 MAX_CONNECTIONS_PER_USER=100000 MAX_CONNECTIONS=100000 MAX_CONNECTIONS_PER_IP=100000 HANDSHAKES_PER_SEC_PER_IP=100000 MAX_PENDING_SESSIONS_PER_IP=100000 \
-      DRAIN_TIMEOUT_SECS=1 RUST_LOG=warn LOG_FORMAT=text "$GATEWAY" >"$WORK/$label-$i.log" 2>&1 &
-    pids[$i]=$!
-    PIDS+=("${pids[$i]}")
-  done
-  for i in 1 2; do
-    local deadline=$((SECONDS + 30))
-    until curl -fs "http://127.0.0.1:${ports[$i]}/health/ready" >/dev/null 2>&1; do
-      [ $SECONDS -lt $deadline ] || { say "replica $i never got ready"; tail -20 "$WORK/$label-$i.log" >&2; FAILED=1; return 0; }
-      sleep 0.1
-    done
-  done
-  if ! "$LOADGEN" storm --victim-url "http://127.0.0.1:${ports[1]}" --victim-pid "${pids[1]}" \
-    --survivor-url "http://127.0.0.1:${ports[2]}" --survivor-pid "${pids[2]}" \
-    --nats-url "$NATS_URL" --clients "$clients" --label "$label" --out "$RESULTS" >"$WORK/last.json"; then
-    say "$label: loadgen failed"; tail -20 "$WORK/$label-2.log" >&2
-    FAILED=1
-  fi
-  local l
-  l=$(cat "$WORK/last.json" 2>/dev/null || true)
-  [ -n "$l" ] && say "  $(printf '%s' "$l" | grep -o '"\(all_live_s\|lost\|stale\|duplicates\|duplicates_max_s_of_traffic\|resume_gaps\|survivor_rss_peak_kib\)":[^,}]*' | tr '\n' ' ')"
-  for pid in "${pids[@]}" "$rpid"; do kill -TERM "$pid" 2>/dev/null || true; done
-  for pid in "${pids[@]}" "$rpid"; do wait "$pid" 2>/dev/null || true; done
-  local keep=() p
-  for p in "${PIDS[@]}"; do [[ " ${pids[*]} $rpid " == *" $p "* ]] || keep+=("$p"); done
-  PIDS=("${keep[@]}")
-}
-
-GIT_REV="$GIT_REV (not rebuilt: gateway binary of $(date -u -r "$GATEWAY" +%Y-%m-%dT%H:%MZ 2>/dev/null || echo '?'))"
+  GIT_REV="$GIT_REV (not rebuilt: gateway binary of $(date -u -r "$GATEWAY" +%Y-%m-%dT%H:%MZ 2>/dev/null || echo '?'))"
 fi
 say "results: $RESULTS (load average: $(cut -d' ' -f1-3 /proc/loadavg))"
 WINDOW=(--warmup "$WARMUP" --duration "$DURATION")
