@@ -72,27 +72,38 @@ pub async fn run(
         .await
 }
 
+/// Creates `DIR/<UTC time><suffix>` (and `DIR`): a new file for every
+/// recording or raw capture, never appending to an earlier run's. On error,
+/// the path that could not be made.
+pub(crate) async fn create_timestamped(
+    dir: &Path,
+    suffix: &str,
+) -> Result<(PathBuf, tokio::fs::File), (PathBuf, std::io::Error)> {
+    tokio::fs::create_dir_all(dir)
+        .await
+        .map_err(|e| (dir.to_owned(), e))?;
+    let name = format!(
+        "{}{suffix}",
+        chrono::Utc::now().format("%Y%m%dT%H%M%S%.3fZ")
+    );
+    let path = dir.join(name);
+    let file = tokio::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(&path)
+        .await
+        .map_err(|e| (path.clone(), e))?;
+    Ok((path, file))
+}
+
 impl Recorder {
     /// Subscribes first and then creates `DIR/<UTC time>.ndjson`, so that
     /// nothing published after this returns is missed.
     pub async fn open(bus: &Bus, scheme: &SubjectScheme, dir: &Path) -> Result<Self, RecordError> {
         let sub = bus.subscribe(&scheme.all()).await?;
-        let create = |source| RecordError::Create {
-            path: dir.to_owned(),
-            source,
-        };
-        tokio::fs::create_dir_all(dir).await.map_err(create)?;
-        let name = chrono::Utc::now().format("%Y%m%dT%H%M%S%.3fZ.ndjson");
-        let path = dir.join(name.to_string());
-        let file = tokio::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&path)
+        let (path, file) = create_timestamped(dir, ".ndjson")
             .await
-            .map_err(|source| RecordError::Create {
-                path: path.clone(),
-                source,
-            })?;
+            .map_err(|(path, source)| RecordError::Create { path, source })?;
         Ok(Recorder {
             sub,
             path,

@@ -56,19 +56,9 @@ impl Capture {
         dir: &Path,
         metrics: Arc<Metrics>,
     ) -> Result<(Capture, JoinHandle<()>, PathBuf), CaptureError> {
-        let err = |path: &Path| {
-            let path = path.to_owned();
-            move |source| CaptureError { path, source }
-        };
-        tokio::fs::create_dir_all(dir).await.map_err(err(dir))?;
-        let name = chrono::Utc::now().format("%Y%m%dT%H%M%S%.3fZ.raw.ndjson");
-        let path = dir.join(name.to_string());
-        let file = tokio::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&path)
+        let (path, file) = crate::record::create_timestamped(dir, ".raw.ndjson")
             .await
-            .map_err(err(&path))?;
+            .map_err(|(path, source)| CaptureError { path, source })?;
         let (tx, rx) = mpsc::channel(QUEUE);
         let task = tokio::spawn(write(file, rx, path.clone()));
         tracing::info!(path = %path.display(), "capturing raw terminal lines");
