@@ -480,7 +480,13 @@ fn a_jwks_rotated_while_the_replica_runs_is_used_without_restart() {
     // A broken file keeps the last good keys.
     std::fs::write(&jwks, "{ not json").expect("write");
     gw.proc().signal(libc::SIGHUP);
-    std::thread::sleep(Duration::from_millis(500));
+    let tried = e2e_tests::eventually(WAIT, || {
+        gw.proc()
+            .stderr()
+            .contains("JWT key file not reloaded")
+            .then_some(())
+    });
+    assert!(tried.is_some(), "the broken JWKS was never read");
     assert!(
         ws_attempt(addr, &old_token).is_ok(),
         "a broken JWKS dropped the keys"
