@@ -147,12 +147,7 @@ pub async fn run(
         .ws_max_frame_size(hard_limit as usize)
         .ping_interval(app.config.engineio.ping_interval())
         .ping_timeout(app.config.engineio.ping_timeout())
-        .connect_timeout(
-            app.config
-                .engineio
-                .connect_timeout()
-                .min(app.config.edge.pending_session_timeout()),
-        )
+        .connect_timeout(app.config.connect_timeout())
         .build_layer();
     socketio::attach(&io);
     let router = http::router(app.clone(), socketio_layer);

@@ -218,6 +218,15 @@ impl Config {
         Duration::from_secs(self.drain_timeout_secs)
     }
 
+    /// How long an Engine.IO session may wait for its CONNECT, on both
+    /// Socket.IO paths: `CONNECT_TIMEOUT_MS`, and never longer than an
+    /// unauthenticated session may live (`PENDING_SESSION_TIMEOUT_SECS`).
+    pub fn connect_timeout(&self) -> Duration {
+        self.engineio
+            .connect_timeout()
+            .min(self.edge.pending_session_timeout())
+    }
+
     /// The transport-level cap on one inbound message. Anything between
     /// `max_payload_bytes` and this gets a `PAYLOAD_TOO_LARGE` error and the
     /// connection stays; beyond it the transport closes the connection.

@@ -167,13 +167,7 @@ async fn serve(app: Arc<AppState>, socket: WebSocket, query: Option<String>, hea
     {
         return;
     }
-    // No longer than an unauthenticated Engine.IO session may live.
-    let connect_by = Instant::now()
-        + app
-            .config
-            .engineio
-            .connect_timeout()
-            .min(app.config.edge.pending_session_timeout());
+    let connect_by = Instant::now() + app.config.connect_timeout();
     let mut session = Session {
         heartbeat: Heartbeat::PingAt(Instant::now() + app.config.engineio.ping_interval()),
         app,
