@@ -9,8 +9,6 @@
 //! against the edge limits before their handshake starts.
 
 use crate::transport::listener::{refused, Admitted, ConnLimits, Incoming, Refusal};
-use rustls::pki_types::pem::PemObject;
-use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use std::net::SocketAddr;
 use std::path::Path;
 use std::sync::Arc;
@@ -26,43 +24,13 @@ const READY_BACKLOG: usize = 256;
 
 #[derive(Debug, thiserror::Error)]
 pub enum TlsError {
-    #[error("cannot read the TLS certificate {path}: {source}")]
-    Cert {
-        path: String,
-        source: rustls::pki_types::pem::Error,
-    },
-    #[error("cannot read the TLS private key {path}: {source}")]
-    Key {
-        path: String,
-        source: rustls::pki_types::pem::Error,
-    },
-    #[error("the TLS certificate file {0} holds no certificate")]
-    NoCert(String),
-    #[error("invalid TLS certificate or key: {0}")]
-    Config(#[from] rustls::Error),
+    #[error("TLS_CERT_FILE / TLS_KEY_FILE: {0}")]
+    Files(#[from] server_tls::PemError),
 }
 
 /// Builds the acceptor from PEM files (a certificate chain, a private key).
 pub fn acceptor(cert_file: &Path, key_file: &Path) -> Result<TlsAcceptor, TlsError> {
-    let certs = CertificateDer::pem_file_iter(cert_file)
-        .and_then(|iter| iter.collect::<Result<Vec<_>, _>>())
-        .map_err(|source| TlsError::Cert {
-            path: cert_file.display().to_string(),
-            source,
-        })?;
-    if certs.is_empty() {
-        return Err(TlsError::NoCert(cert_file.display().to_string()));
-    }
-    let key = PrivateKeyDer::from_pem_file(key_file).map_err(|source| TlsError::Key {
-        path: key_file.display().to_string(),
-        source,
-    })?;
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let mut config = rustls::ServerConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()?
-        .with_no_client_auth()
-        .with_single_cert(certs, key)?;
-    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    let config = server_tls::server_config(cert_file, key_file, &[b"http/1.1"])?;
     Ok(TlsAcceptor::from(Arc::new(config)))
 }
 
