@@ -65,6 +65,7 @@ impl AppState {
             registry: Arc::new(Registry::new(replica_id.clone())),
             limits: limits(&config),
             tasks: TaskTracker::new(),
+            access_log: config.edge.access_log,
         };
         let edge = HandshakeLimits::new(&config.edge);
         Arc::new(AppState {

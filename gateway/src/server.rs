@@ -45,6 +45,8 @@ pub enum StartError {
     Tls(#[from] TlsError),
     #[error("server error: {0}")]
     Serve(#[from] std::io::Error),
+    #[error("DEFAULT_ACCOUNT {0}")]
+    Account(#[from] protocol::TokenError),
 }
 
 /// A replica name for when `REPLICA_ID` is not set.
@@ -95,7 +97,7 @@ pub async fn run(
         (Some(url), None) => SessionStore::redis(url, &config.bus.subject_prefix)?,
         (None, None) => SessionStore::memory(),
     };
-    metrics::install();
+    metrics::install(&replica_id);
     let app = AppState::new(config, verifier, bus.clone(), store, replica_id);
 
     // Background tasks, all stopped by the same token.
@@ -117,7 +119,9 @@ pub async fn run(
     ));
     if app.config.standalone {
         let account = app.config.auth.default_account.clone();
-        let publisher = sim::Publisher::new(bus, app.scheme.clone(), account.clone());
+        // Checked by `Config::validate`; refused here too rather than assumed.
+        let label = protocol::Account::new(account.as_str())?;
+        let publisher = sim::Publisher::new(bus, app.scheme.clone(), label);
         let rates = &app.config.sim;
         let simulated = sim::SimConfig {
             account,

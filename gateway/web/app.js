@@ -1,7 +1,7 @@
 /* MT5 Trading Dashboard: browser console for the gateway's plain WebSocket.
  *
  * Protocol (contract sections 2-6): JSON text frames {"event": "...", "data": ...}
- * both ways on ws(s)://<host>/ws?token=<jwt>[&session=<resume id>].
+ * both ways on ws(s)://<host>/ws?token=<jwt>[&session=<resume id>&last_logs=N&last_signals=N].
  *
  * Rendering rule: WebSocket handlers only update plain objects and mark what
  * changed; one requestAnimationFrame pass writes the DOM (changed rows/cells
@@ -341,7 +341,13 @@
   function wsUrl() {
     var proto = location.protocol === 'https:' ? 'wss:' : 'ws:';
     var url = proto + '//' + location.host + '/ws?token=' + encodeURIComponent(token);
-    if (conn.session) url += '&session=' + encodeURIComponent(conn.session);
+    if (conn.session) {
+      url += '&session=' + encodeURIComponent(conn.session);
+      // What this page holds: the gateway replays from here, so nothing
+      // written to a connection that died silently is lost.
+      if (lastLogSeq !== null) url += '&last_logs=' + lastLogSeq;
+      if (lastSignalSeq !== null) url += '&last_signals=' + lastSignalSeq;
+    }
     return url;
   }
 

@@ -88,7 +88,8 @@ async fn main() -> anyhow::Result<()> {
             tracing::warn!(error = %e, "JetStream streams not ready; publishing anyway");
         }
     }
-    let publisher = Publisher::new(bus.clone(), scheme.clone(), cli.account_or_default());
+    let account = protocol::Account::new(cli.account_or_default())?;
+    let publisher = Publisher::new(bus.clone(), scheme.clone(), account);
     let metrics = Metrics::new();
     if let Some(listener) = http {
         let (metrics, bus, shutdown) = (metrics.clone(), bus.clone(), shutdown.clone());

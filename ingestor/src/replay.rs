@@ -234,9 +234,14 @@ impl RawSessions {
             match read_hello(raw.line.as_bytes()) {
                 Ok(hello) => {
                     let account = opts.account.clone().unwrap_or(raw.account);
-                    let session = Session::start(&hello, account.clone(), &self.clocks, raw.t);
+                    let Ok(label) = protocol::Account::new(account.as_str()) else {
+                        summary.skipped += 1;
+                        tracing::warn!(conn = raw.conn, account = ?account, "raw capture: account cannot be a subject token, line skipped");
+                        return;
+                    };
+                    let session = Session::start(&hello, account, &self.clocks, raw.t);
                     self.live
-                        .insert(raw.conn, (session, publisher.with_account(account)));
+                        .insert(raw.conn, (session, publisher.with_account(label)));
                 }
                 Err(e) => {
                     summary.skipped += 1;
@@ -414,7 +419,11 @@ mod tests {
 
         let mem = MemoryBus::new();
         let mut sub = mem.subscribe(">");
-        let publisher = Publisher::new(Bus::Memory(mem), SubjectScheme::default(), "demo");
+        let publisher = Publisher::new(
+            Bus::Memory(mem),
+            SubjectScheme::default(),
+            "demo".parse().unwrap(),
+        );
         let opts = ReplayOptions {
             file: path.clone(),
             speed: 1.0,
@@ -468,7 +477,11 @@ mod tests {
         let path = record_sample(dir.path()).await;
         let mem = MemoryBus::new();
         let mut sub = mem.subscribe(">");
-        let publisher = Publisher::new(Bus::Memory(mem), SubjectScheme::default(), "demo");
+        let publisher = Publisher::new(
+            Bus::Memory(mem),
+            SubjectScheme::default(),
+            "demo".parse().unwrap(),
+        );
         let stop = CancellationToken::new();
         let opts = ReplayOptions {
             file: path,
@@ -492,7 +505,7 @@ mod tests {
         let publisher = Publisher::new(
             Bus::Memory(MemoryBus::new()),
             SubjectScheme::default(),
-            "demo",
+            "demo".parse().unwrap(),
         );
         let opts = ReplayOptions {
             file: path,

@@ -45,7 +45,7 @@ struct Bridge {
 async fn start_with(cfg: impl FnOnce(&mut BridgeConfig)) -> Bridge {
     let mem = MemoryBus::new();
     let sub = mem.subscribe("mt5.>");
-    let publisher = Publisher::new(Bus::Memory(mem), SubjectScheme::default(), "demo");
+    let publisher = Publisher::new(Bus::Memory(mem), SubjectScheme::default(), demo());
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let mut config = BridgeConfig::new(addr, Keys::load(Some(KEY), None).unwrap());
@@ -121,6 +121,11 @@ async fn connect(
     let mut r = BufReader::new(s);
     let a = answer(&mut r).await.expect("an answer");
     (r, a)
+}
+
+/// The account the tests publish under.
+fn demo() -> protocol::Account {
+    protocol::Account::new("demo").expect("a valid label")
 }
 
 #[tokio::test]
@@ -330,7 +335,7 @@ async fn run_reports_a_taken_port() {
     let publisher = Publisher::new(
         Bus::Memory(MemoryBus::new()),
         SubjectScheme::default(),
-        "demo",
+        demo(),
     );
     let cfg = BridgeConfig::new(addr, Keys::load(Some(KEY), None).unwrap());
     let err = bridge::run(publisher, cfg, Metrics::new(), CancellationToken::new())

@@ -41,7 +41,11 @@ async fn replay_file(
 ) -> (Vec<BusMessage>, replay::ReplaySummary) {
     let mem = MemoryBus::new();
     let mut sub = mem.subscribe("mt5.>");
-    let publisher = Publisher::new(Bus::Memory(mem), SubjectScheme::default(), "demo");
+    let publisher = Publisher::new(
+        Bus::Memory(mem),
+        SubjectScheme::default(),
+        "demo".parse().unwrap(),
+    );
     let opts = ReplayOptions {
         file,
         speed: 0.0,
@@ -116,7 +120,11 @@ async fn a_live_capture_replays_to_the_same_payloads() {
     let dir = tempfile::tempdir().unwrap();
     let mem = MemoryBus::new();
     let mut sub = mem.subscribe("mt5.>");
-    let publisher = Publisher::new(Bus::Memory(mem), SubjectScheme::default(), "demo");
+    let publisher = Publisher::new(
+        Bus::Memory(mem),
+        SubjectScheme::default(),
+        "demo".parse().unwrap(),
+    );
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let key = "capture-key-0123456789abc";

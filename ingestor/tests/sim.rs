@@ -33,7 +33,11 @@ fn is_rfc3339_utc(v: &Value) -> bool {
 async fn run_for(cfg: SimConfig, how_long: Duration) -> Vec<BusMessage> {
     let mem = MemoryBus::new();
     let mut sub = mem.subscribe("mt5.>");
-    let publisher = Publisher::new(Bus::Memory(mem), SubjectScheme::default(), "demo");
+    let publisher = Publisher::new(
+        Bus::Memory(mem),
+        SubjectScheme::default(),
+        "demo".parse().unwrap(),
+    );
     let stop = CancellationToken::new();
     let task = tokio::spawn(sim::run(publisher, cfg, stop.clone()));
     let deadline = Instant::now() + how_long;
@@ -270,7 +274,7 @@ async fn bad_config_is_refused() {
         let publisher = Publisher::new(
             Bus::Memory(MemoryBus::new()),
             SubjectScheme::default(),
-            "demo",
+            "demo".parse().unwrap(),
         );
         assert!(sim::run(publisher, cfg, CancellationToken::new())
             .await

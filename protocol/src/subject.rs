@@ -1,8 +1,11 @@
 //! The NATS subject scheme (contract section 7):
 //! `<prefix>.<account>.quotes.<SYMBOL>`, `<prefix>.<account>.positions`,
 //! `…orders`, `…account`, `…logs`, `…signals`.
+//!
+//! Subjects are built only from an [`Account`], never from a raw string,
+//! so a label like `*` or `a.b` cannot widen a per-account subject.
 
-use crate::account::{check_prefix, TokenError};
+use crate::account::{check_prefix, Account, TokenError};
 use crate::Channel;
 
 pub use crate::account::{check_token, is_token};
@@ -17,7 +20,8 @@ pub struct SubjectScheme {
 /// which symbol (the key that last-value conflation works on).
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct Route {
-    pub account: String,
+    /// Whose it is (a valid subject token by construction).
+    pub account: Account,
     pub channel: Channel,
     pub symbol: Option<String>,
 }
@@ -48,13 +52,13 @@ impl SubjectScheme {
         format!("{}.>", self.prefix)
     }
 
-    pub fn quote(&self, account: &str, symbol: &str) -> String {
+    pub fn quote(&self, account: &Account, symbol: &str) -> String {
         format!("{}.{account}.quotes.{symbol}", self.prefix)
     }
 
     /// The subject of a channel that has no per-key part (every channel
     /// but quotes); for quotes it is the wildcard over all symbols.
-    pub fn channel(&self, account: &str, channel: Channel) -> String {
+    pub fn channel(&self, account: &Account, channel: Channel) -> String {
         match channel {
             Channel::Quotes => format!("{}.{account}.quotes.*", self.prefix),
             other => format!("{}.{account}.{}", self.prefix, other.name()),
@@ -66,7 +70,7 @@ impl SubjectScheme {
     pub fn parse(&self, subject: &str) -> Option<Route> {
         let rest = subject.strip_prefix(&self.prefix)?.strip_prefix('.')?;
         let mut parts = rest.split('.');
-        let account = parts.next().filter(|a| is_token(a))?;
+        let account = Account::new(parts.next()?).ok()?;
         let channel: Channel = parts.next()?.parse().ok()?;
         let symbol = match channel {
             Channel::Quotes => Some(parts.next().filter(|s| is_token(s))?.to_owned()),
@@ -76,7 +80,7 @@ impl SubjectScheme {
             return None;
         }
         Some(Route {
-            account: account.to_owned(),
+            account,
             channel,
             symbol,
         })
@@ -96,12 +100,13 @@ mod tests {
     #[test]
     fn builds_and_parses_every_channel() {
         let s = SubjectScheme::default();
-        assert_eq!(s.quote("demo", "EURUSD"), "mt5.demo.quotes.EURUSD");
+        let demo = Account::new("demo").unwrap();
+        assert_eq!(s.quote(&demo, "EURUSD"), "mt5.demo.quotes.EURUSD");
         let r = s.parse("mt5.demo.quotes.EURUSD").unwrap();
         assert_eq!(r.channel, Channel::Quotes);
         assert_eq!(r.symbol.as_deref(), Some("EURUSD"));
         for c in Channel::ALL.into_iter().filter(|c| *c != Channel::Quotes) {
-            let subject = s.channel("acc-1", c);
+            let subject = s.channel(&Account::new("acc-1").unwrap(), c);
             let r = s.parse(&subject).unwrap();
             assert_eq!(
                 (r.account.as_str(), r.channel, r.symbol),

@@ -113,15 +113,17 @@ pub async fn run(
     shutdown: CancellationToken,
 ) -> Result<(), SimError> {
     cfg.validate()?;
-    let publisher = if cfg.account.is_empty() || cfg.account == publisher.account_name() {
+    let publisher = if cfg.account.is_empty() || publisher.account_name() == cfg.account.as_str() {
         publisher
     } else {
+        let account = protocol::Account::new(cfg.account.as_str())
+            .map_err(|_| SimError::Account(cfg.account.clone()))?;
         tracing::info!(
-            publisher = publisher.account_name(),
-            sim = %cfg.account,
+            publisher = %publisher.account_name(),
+            sim = %account,
             "simulator publishes under SimConfig::account"
         );
-        publisher.with_account(&cfg.account)
+        publisher.with_account(account)
     };
     let mut sim = Sim::new(publisher, &cfg);
     tracing::info!(

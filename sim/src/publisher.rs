@@ -52,7 +52,8 @@ impl Prepared {
 pub struct Publisher {
     bus: Bus,
     scheme: SubjectScheme,
-    account: String,
+    /// Whose subjects it writes (a valid subject token by construction).
+    account: protocol::Account,
     ids: Arc<MsgIds>,
 }
 
@@ -65,11 +66,11 @@ struct MsgIds {
 }
 
 impl Publisher {
-    pub fn new(bus: Bus, scheme: SubjectScheme, account: impl Into<String>) -> Self {
+    pub fn new(bus: Bus, scheme: SubjectScheme, account: protocol::Account) -> Self {
         Publisher {
             bus,
             scheme,
-            account: account.into(),
+            account,
             ids: Arc::new(MsgIds {
                 run: format!("{:08x}", rand::random::<u32>()),
                 next: AtomicU64::new(1),
@@ -79,15 +80,15 @@ impl Publisher {
 
     /// The same bus and id sequence, publishing for another account (a
     /// bridge connection whose terminal names its own account).
-    pub fn with_account(&self, account: impl Into<String>) -> Self {
+    pub fn with_account(&self, account: protocol::Account) -> Self {
         Publisher {
-            account: account.into(),
+            account,
             ..self.clone()
         }
     }
 
     /// The account token this publisher writes under.
-    pub fn account_name(&self) -> &str {
+    pub fn account_name(&self) -> &protocol::Account {
         &self.account
     }
 
@@ -294,7 +295,11 @@ mod tests {
     async fn sets_subject_and_unique_headers() {
         let mem = MemoryBus::new();
         let mut sub = mem.subscribe("mt5.>");
-        let p = Publisher::new(Bus::Memory(mem), SubjectScheme::default(), "acc1");
+        let p = Publisher::new(
+            Bus::Memory(mem),
+            SubjectScheme::default(),
+            "acc1".parse().unwrap(),
+        );
         p.quote(&quote("EURUSD")).await.unwrap();
         p.quote(&quote("EURUSD.m")).await.unwrap();
         p.positions(&[]).await.unwrap();

@@ -229,16 +229,31 @@ pub fn rss_kib(pid: u32) -> Option<u64> {
     line.split_whitespace().nth(1)?.parse().ok()
 }
 
-/// The value of one Prometheus series (`name{labels}` exactly as
-/// rendered, or a bare name) in a `/metrics` body.
+/// The value of one Prometheus series (`name{labels}` as rendered, or a
+/// bare name) in a `/metrics` body. The `replica` label every series of a
+/// gateway carries is not part of the match, and label order does not
+/// matter.
 pub fn metric(body: &str, series: &str) -> Option<f64> {
+    let wanted = series_key(series);
     body.lines().filter(|l| !l.starts_with('#')).find_map(|l| {
-        l.strip_prefix(series)?
-            .strip_prefix(' ')?
-            .trim()
-            .parse()
-            .ok()
+        let (name, value) = l.rsplit_once(' ')?;
+        (series_key(name) == wanted).then(|| value.trim().parse().ok())?
     })
+}
+
+/// A series' name and its sorted labels, without `replica`.
+fn series_key(series: &str) -> (String, Vec<String>) {
+    let (name, labels) = match series.split_once('{') {
+        Some((name, rest)) => (name, rest.trim_end_matches('}')),
+        None => (series, ""),
+    };
+    let mut labels: Vec<String> = labels
+        .split(',')
+        .filter(|l| !l.is_empty() && !l.starts_with("replica="))
+        .map(str::to_owned)
+        .collect();
+    labels.sort();
+    (name.to_owned(), labels)
 }
 
 /// Percentile `p` (0..=100) of `values` (sorted in place).

@@ -55,12 +55,18 @@ impl Dashboard {
     /// reading all along would have (the gateway rightly counts it as
     /// delivered once the client's kernel has it).
     pub fn resume_on(&mut self, addr: SocketAddr, timeout: Duration) -> Value {
+        self.resume_reporting(addr, timeout, "")
+    }
+
+    /// [`Dashboard::resume_on`] with more query parameters (e.g.
+    /// `&last_logs=41`: the position the dashboard reports).
+    pub fn resume_reporting(&mut self, addr: SocketAddr, timeout: Duration, extra: &str) -> Value {
         let drained = Instant::now() + Duration::from_secs(5);
         while !self.ws.is_closed() && Instant::now() < drained {
             self.ws.next(Duration::from_millis(100));
         }
         let url = format!(
-            "ws://{addr}/ws?token={}&session={}",
+            "ws://{addr}/ws?token={}&session={}{extra}",
             self.token, self.session
         );
         let deadline = Instant::now() + timeout;

@@ -11,7 +11,9 @@
 //! - an 8-hour dashboard day compressed by configuration is never cut off by
 //!   the rate limit, while a flood (events, malformed frames, pings) is;
 //! - `refresh` renews a token in place on every transport;
-//! - expiry is on time even for a client whose queue never empties.
+//! - expiry is on time even for a client whose queue never empties;
+//! - a connection that turns into a black hole (writes succeed, nothing
+//!   arrives) loses nothing when the dashboard reports its last `seq`.
 //!
 //! Logs come from the test itself (`feed`), stored in JetStream one by one,
 //! so the events stream holds nothing else and its `seq`s are known.
@@ -21,6 +23,10 @@ use e2e_tests::dashboard::{compare, Dashboard};
 use e2e_tests::feed::{self, LogFeed};
 use e2e_tests::{eventually, http, mint, Gateway, Plan, SioClient, WsClient, SECRET};
 use serde_json::{json, Value};
+use std::io::{Read, Write};
+use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 /// Waits until Redis holds `session`'s checkpoint with `logs` among its
@@ -556,4 +562,118 @@ fn expiry_is_on_time_for_a_client_whose_queue_never_empties() {
     println!("cut off {late:.2} s after exp");
     assert!(late <= 1.0, "cut off {late:.2} s after the token expired");
     gateway.assert_no_panic();
+}
+
+/// A TCP proxy for one connection that can turn into a black hole: it
+/// keeps reading what the server writes (so the server's writes succeed)
+/// and passes nothing on, as a stalled network path looks from the server.
+struct BlackHole {
+    /// Where clients connect.
+    addr: SocketAddr,
+    /// Set: the server's bytes are swallowed.
+    swallowing: Arc<AtomicBool>,
+    /// Both sides of the proxied connection, once accepted (to cut them).
+    sides: Arc<std::sync::Mutex<Vec<TcpStream>>>,
+}
+
+impl BlackHole {
+    fn to(server: SocketAddr) -> BlackHole {
+        let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        let swallowing = Arc::new(AtomicBool::new(false));
+        let sides = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let (swallow, held) = (swallowing.clone(), sides.clone());
+        std::thread::spawn(move || {
+            let Ok((client, _)) = listener.accept() else {
+                return;
+            };
+            let Ok(upstream) = TcpStream::connect(server) else {
+                return;
+            };
+            let pipe =
+                |mut from: TcpStream, mut to: TcpStream, swallow: Option<Arc<AtomicBool>>| {
+                    std::thread::spawn(move || {
+                        let mut buf = [0u8; 16 * 1024];
+                        while let Ok(n @ 1..) = from.read(&mut buf) {
+                            if swallow.as_ref().is_some_and(|s| s.load(Ordering::SeqCst)) {
+                                continue;
+                            }
+                            if to.write_all(&buf[..n]).is_err() {
+                                break;
+                            }
+                        }
+                        to.shutdown(Shutdown::Both).ok();
+                    });
+                };
+            let clone = |s: &TcpStream| s.try_clone().expect("clone");
+            held.lock()
+                .unwrap()
+                .extend([clone(&client), clone(&upstream)]);
+            pipe(clone(&client), clone(&upstream), None);
+            pipe(upstream, client, Some(swallow));
+        });
+        BlackHole {
+            addr,
+            swallowing,
+            sides,
+        }
+    }
+
+    /// From now on the server's bytes go nowhere.
+    fn swallow(&self) {
+        self.swallowing.store(true, Ordering::SeqCst);
+    }
+
+    /// Closes both sides: the server finally notices.
+    fn cut(&self) {
+        for side in self.sides.lock().unwrap().iter() {
+            side.shutdown(Shutdown::Both).ok();
+        }
+    }
+}
+
+/// Logs at 50/s to a dashboard behind a proxy that turns into a black
+/// hole: the gateway's writes succeed, so its checkpoint moves past what
+/// the dashboard holds. Cut later, the dashboard resumes reporting its last
+/// `seq` (`&last_logs=`) and gets every entry after it, none lost.
+#[test]
+fn a_black_holed_connection_loses_nothing_when_the_client_reports_its_position() {
+    let cluster = Cluster::start("71000010", 1, &[]);
+    let nats = cluster.nats.url();
+    let log_feed = LogFeed::start(&nats, &cluster.account, 50.0);
+    let gw = cluster.gateways[0].addr();
+    let hole = BlackHole::to(gw);
+    let mut d = Dashboard::connect(hole.addr, &cluster.token("black-hole"));
+    d.subscribe(&["logs"]);
+    let from = feed::events_position(&nats).last + 1;
+    d.read_log_at_least(from + 20, Duration::from_secs(20));
+
+    hole.swallow();
+    // What was already on its way still arrives; then nothing does.
+    while d.ws.next(Duration::from_millis(500)).is_some() {}
+    let held = d.logs().into_iter().max().expect("some logs");
+    let checkpoint = eventually(Duration::from_secs(15), || {
+        let seq = cluster.stored_session(&d.session)?["logs_seq"].as_u64()?;
+        (seq > held + 10).then_some(seq)
+    })
+    .expect("the checkpoint never passed what the dashboard holds");
+    println!("dashboard holds {held}, checkpoint says {checkpoint}");
+    hole.cut();
+
+    let hello = d.resume_reporting(gw, RESUME_TIMEOUT, &format!("&last_logs={held}"));
+    assert_eq!(hello["resumed"], true, "{hello}");
+    let now = feed::events_position(&nats).last;
+    d.read_log_at_least(now + 20, Duration::from_secs(20));
+    log_feed.stop();
+    let last = feed::events_position(&nats).last;
+    d.read_log_at_least(last, Duration::from_secs(20));
+    let got = compare(&d.logs(), from..=last);
+    assert!(
+        got.missing.is_empty(),
+        "lost {:?} (the checkpoint alone would have lost {}..={checkpoint})",
+        got.missing,
+        held + 1
+    );
+    assert_eq!(got.out_of_order, 0);
+    assert!(d.errors("RESUME_GAP").is_empty());
 }

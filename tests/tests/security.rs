@@ -23,8 +23,8 @@
 //!   `deploy/k8s/gateway.yaml`, a bystander keeps its quotes and a new
 //!   client still connects; TLS gets the same timeouts and answers 503
 //!   during a drain.
-//! - Logs: one access line per request with no token in it; no line can be
-//!   forged through a claim; `/metrics` on an internal listener; security
+//! - Logs: one access line per request and per connection (when it ends),
+//!   with no token in it; no line can be forged through a claim; `/metrics` on an internal listener; security
 //!   headers on the console page.
 
 use e2e_tests::admin::{access_lines, run_gateway, suspicious_log_lines, Finished};
@@ -895,7 +895,13 @@ fn the_access_log_has_a_line_per_request_and_never_a_token() {
         let log = gw.stderr();
         let lines = access_lines(&log);
         let has = |p: &str| lines.iter().any(|l| l.contains(p));
-        (has("/ws") && has("/socket.io/") && has("/health/live") && has("101") && has("200"))
+        let ended = has("connection closed");
+        (has("/ws")
+            && has("/socket.io/")
+            && has("/health/live")
+            && has("101")
+            && has("200")
+            && ended)
             .then_some(())
     });
     assert!(seen.is_some(), "access lines missing:\n{}", gw.stderr());

@@ -50,7 +50,12 @@ pub struct Reader {
 /// Where a [`Reader`] reads from.
 enum Source {
     /// The memory ring of `account`.
-    Memory { rooms: Arc<Rooms>, account: String },
+    Memory {
+        /// The rooms holding the ring.
+        rooms: Arc<Rooms>,
+        /// The account read.
+        account: protocol::Account,
+    },
     /// JetStream pages of one subject.
     Stream(EventPages),
 }
@@ -66,7 +71,7 @@ impl History {
     /// then says how far the entries are known to go.
     pub async fn open(
         &self,
-        account: &str,
+        account: &protocol::Account,
         channel: Channel,
         after: u64,
     ) -> Result<Opened, BusError> {
@@ -81,7 +86,7 @@ impl History {
                         until: self.rooms.last_seq(account, channel),
                         source: Source::Memory {
                             rooms: self.rooms.clone(),
-                            account: account.to_owned(),
+                            account: account.clone(),
                         },
                     },
                     lost: None,

@@ -16,7 +16,7 @@ use std::time::Duration;
 use tokio_util::time::DelayQueue;
 
 /// A quote's throttling key: (account, symbol).
-pub type QuoteKey = (String, Arc<str>);
+pub type QuoteKey = (protocol::Account, Arc<str>);
 
 /// What to do with a quote offered to the throttle.
 pub enum Offer {
@@ -102,7 +102,7 @@ mod tests {
     }
 
     fn key(symbol: &str) -> QuoteKey {
-        ("demo".to_owned(), Arc::from(symbol))
+        (protocol::Account::new("demo").unwrap(), Arc::from(symbol))
     }
 
     #[tokio::test(start_paused = true)]

@@ -17,23 +17,30 @@ pub const SOCKETIO_FAST: &str = "socketio_fast";
 /// The `transport` label of a plain WebSocket (JSON) client.
 pub const WEBSOCKET: &str = "websocket";
 
-/// Installs the recorder (once per process; later calls reuse it).
-pub fn install() -> Option<PrometheusHandle> {
+/// Installs the recorder (once per process; later calls reuse it). Every
+/// series carries `replica`, so one Prometheus query over several replicas
+/// (or a scrape through a load balancer) still tells them apart.
+pub fn install(replica: &str) -> Option<PrometheusHandle> {
     HANDLE
-        .get_or_init(|| match PrometheusBuilder::new().install_recorder() {
-            Ok(handle) => {
-                // Scrapers and dashboards see every series from the first
-                // scrape, not only after the first event of each kind.
-                ::metrics::gauge!("gateway_up").set(1.0);
-                for transport in [SOCKETIOXIDE, SOCKETIO_FAST, WEBSOCKET] {
-                    ::metrics::gauge!("gateway_clients", "transport" => transport).set(0.0);
+        .get_or_init(|| {
+            match PrometheusBuilder::new()
+                .add_global_label("replica", replica)
+                .install_recorder()
+            {
+                Ok(handle) => {
+                    // Scrapers and dashboards see every series from the first
+                    // scrape, not only after the first event of each kind.
+                    ::metrics::gauge!("gateway_up").set(1.0);
+                    for transport in [SOCKETIOXIDE, SOCKETIO_FAST, WEBSOCKET] {
+                        ::metrics::gauge!("gateway_clients", "transport" => transport).set(0.0);
+                    }
+                    ::metrics::counter!("gateway_bus_messages_total").absolute(0);
+                    Some(handle)
                 }
-                ::metrics::counter!("gateway_bus_messages_total").absolute(0);
-                Some(handle)
-            }
-            Err(e) => {
-                tracing::warn!(error = %e, "metrics recorder not installed");
-                None
+                Err(e) => {
+                    tracing::warn!(error = %e, "metrics recorder not installed");
+                    None
+                }
             }
         })
         .clone()

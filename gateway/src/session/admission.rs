@@ -10,7 +10,7 @@
 
 use crate::fanout::rooms::ClientId;
 use crate::session::auth::Identity;
-use crate::session::store::{self, SessionRecord, SessionStore};
+use crate::session::store::{self, ReportedSeq, SessionRecord, SessionStore};
 use crate::session::Handles;
 use protocol::error_code::ErrorPayload;
 use protocol::ErrorCode;
@@ -108,6 +108,7 @@ pub async fn admit(
     handles: &Handles,
     identity: Identity,
     requested: Option<&str>,
+    reported: ReportedSeq,
 ) -> Result<Admission, ErrorPayload> {
     let registry = &handles.registry;
     if registry.is_draining() {
@@ -151,10 +152,11 @@ pub async fn admit(
     };
     if let Some(id) = requested.filter(|id| store::is_well_formed(id)) {
         match handles.store.load(id).await {
-            Ok(Some(record))
+            Ok(Some(mut record))
                 if record.user == admission.identity.user
-                    && record.account == admission.identity.account =>
+                    && record.account == admission.identity.account.as_str() =>
             {
+                record.resume_from(reported);
                 admission.session = id.to_owned();
                 admission.resumed = Some(record);
             }
@@ -174,7 +176,7 @@ mod tests {
     fn alice() -> Identity {
         Identity {
             user: "alice".into(),
-            account: "demo".into(),
+            account: "demo".parse().unwrap(),
             allowed: Channel::ALL.to_vec(),
             expires_at: i64::MAX,
             jti: None,
@@ -186,8 +188,12 @@ mod tests {
     async fn a_dropped_admission_gives_its_slot_back() {
         let mut h = handles();
         h.limits.connections_per_user = 1;
-        let first = admit(&h, alice(), None).await.unwrap();
-        let refused = admit(&h, alice(), None).await.unwrap_err();
+        let first = admit(&h, alice(), None, ReportedSeq::default())
+            .await
+            .unwrap();
+        let refused = admit(&h, alice(), None, ReportedSeq::default())
+            .await
+            .unwrap_err();
         assert_eq!(refused.code, ErrorCode::RateLimited);
         drop(first);
         h.tasks.close();
@@ -195,7 +201,9 @@ mod tests {
             .await
             .expect("the release finishes");
         assert!(
-            admit(&h, alice(), None).await.is_ok(),
+            admit(&h, alice(), None, ReportedSeq::default())
+                .await
+                .is_ok(),
             "the slot is free again"
         );
     }
@@ -204,7 +212,9 @@ mod tests {
     async fn a_draining_replica_admits_nobody() {
         let h = handles();
         h.registry.drain("bye");
-        let refused = admit(&h, alice(), None).await.unwrap_err();
+        let refused = admit(&h, alice(), None, ReportedSeq::default())
+            .await
+            .unwrap_err();
         assert_eq!(refused.code, ErrorCode::UpstreamUnavailable);
     }
 }

@@ -100,8 +100,8 @@ where
 pub struct Identity {
     /// The token's `sub`.
     pub user: String,
-    /// The MT5 account whose data it sees.
-    pub account: String,
+    /// The MT5 account whose data it sees (a valid subject token).
+    pub account: protocol::Account,
     /// Channels the token allows; all six when the token does not say.
     pub allowed: Vec<Channel>,
     /// Seconds since the epoch when the token stops being valid.
@@ -320,8 +320,7 @@ impl Verifier {
             .account
             .unwrap_or_else(|| self.default_account.clone());
         let account = protocol::Account::new(account)
-            .map_err(|e| AuthError::Invalid(format!("`account` {e}")))?
-            .into_string();
+            .map_err(|e| AuthError::Invalid(format!("`account` {e}")))?;
         let allowed = match &claims.channels {
             None => Channel::ALL.to_vec(),
             Some(None) => {

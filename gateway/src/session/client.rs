@@ -43,6 +43,8 @@ pub struct Client {
     pub(super) expires_at: watch::Sender<i64>,
     /// Rooms, history, store, registry and limits.
     pub(super) handles: Handles,
+    /// When it connected (for the access line when it goes).
+    connected_at: Instant,
 }
 
 impl Client {
@@ -88,6 +90,7 @@ impl Client {
             guard: InboundGuard::new(limits.inbound),
             expires_at: watch::Sender::new(identity_expiry),
             handles: handles.clone(),
+            connected_at: Instant::now(),
         });
         client.watch_expiry();
         handles.registry.register(client.clone());
@@ -161,13 +164,17 @@ impl Client {
                 .map(|c| c.name().to_owned())
                 .collect()
         };
-        let (logs_seq, signals_seq) = self.delivery().safe(Instant::now());
+        let mut delivery = self.delivery();
+        let (logs_seq, signals_seq) = delivery.safe(Instant::now());
+        let (logs_floor, signals_floor) = delivery.floors();
         SessionRecord {
             user: self.identity.user.clone(),
-            account: self.identity.account.clone(),
+            account: self.identity.account.to_string(),
             channels,
             logs_seq,
             signals_seq,
+            logs_floor,
+            signals_floor,
         }
     }
 
@@ -232,11 +239,27 @@ impl Client {
     pub fn gone(&self) {
         let handles = &self.handles;
         handles.rooms.leave_all(&self.identity.account, self.id);
+        // Why it ended: what the gateway told it, or nothing (it left).
+        let ended = self.outbox.closing();
         self.outbox.close(Closing::Gone);
         if !handles.registry.unregister(self.id) {
             return;
         }
         metrics::client_disconnected(self.transport);
+        if handles.access_log {
+            // The connection's own line (the upgrade request has one too);
+            // client-controlled values are escaped (`?`), no token.
+            tracing::info!(
+                target: "access",
+                transport = self.transport,
+                user = ?self.identity.user,
+                account = %self.identity.account,
+                session = %self.session,
+                secs = self.connected_at.elapsed().as_secs_f64(),
+                ended = ?ended.unwrap_or(Closing::Gone),
+                "connection closed"
+            );
+        }
         let record = self.checkpoint();
         let store = handles.store.clone();
         let session = self.session.clone();
@@ -310,6 +333,8 @@ mod tests {
             channels: vec!["logs".into()],
             logs_seq: 20,
             signals_seq: 0,
+            logs_floor: 0,
+            signals_floor: 0,
         };
         let c = Client::connect(
             &h,

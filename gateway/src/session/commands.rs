@@ -36,7 +36,7 @@ impl Client {
                         .join(&self.identity.account, channel, self.id, &self.outbox);
                 if !channel.is_state() {
                     // Entries up to the join are not this session's.
-                    delivery.start_at(channel, last);
+                    delivery.start_at(channel, last, last);
                 }
             }
         }

@@ -30,6 +30,9 @@ pub struct Delivery {
     recent: VecDeque<(u64, Instant, usize, u64)>,
     /// The last surely delivered `seq`, for logs and signals.
     safe: [u64; 2],
+    /// Where each subscription started (stored with the session, so a
+    /// resume never reaches before it).
+    floor: [u64; 2],
 }
 
 impl Delivery {
@@ -40,16 +43,24 @@ impl Delivery {
             written: 0,
             recent: VecDeque::new(),
             safe: [0, 0],
+            floor: [0, 0],
         }
     }
 
     /// Starts (or restarts) a channel's count at `seq`: everything up to it
-    /// is not this client's to receive, or was received before.
-    pub fn start_at(&mut self, channel: Channel, seq: u64) {
+    /// is not this client's to receive, or was received before. `floor` is
+    /// where the subscription began (`seq` itself for a new one).
+    pub fn start_at(&mut self, channel: Channel, seq: u64, floor: u64) {
         if let Some(i) = index(channel) {
             self.recent.retain(|e| e.2 != i);
             self.safe[i] = seq;
+            self.floor[i] = floor.min(seq);
         }
+    }
+
+    /// Where the logs and the signals subscriptions began.
+    pub fn floors(&self) -> (u64, u64) {
+        (self.floor[LOGS], self.floor[SIGNALS])
     }
 
     pub fn wrote(&mut self, frame: &Frame, now: Instant) {
@@ -106,7 +117,7 @@ mod tests {
     fn an_entry_is_safe_once_old_and_pushed_out() {
         let t0 = Instant::now();
         let mut d = Delivery::new(Duration::from_secs(2), 3);
-        d.start_at(Channel::Logs, 10);
+        d.start_at(Channel::Logs, 10, 10);
         d.wrote(&log(11), t0);
         assert_eq!(
             d.safe(t0 + Duration::from_secs(5)),
@@ -134,7 +145,7 @@ mod tests {
             t0,
         );
         assert_eq!(d.safe(t0), (5, 6));
-        d.start_at(Channel::Logs, 2);
+        d.start_at(Channel::Logs, 2, 2);
         assert_eq!(d.safe(t0), (2, 6));
     }
 }

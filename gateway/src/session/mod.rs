@@ -49,6 +49,9 @@ pub struct Handles {
     pub verifier: Arc<auth::Verifier>,
     /// Client writers and final session saves, so a drain can wait for them.
     pub tasks: TaskTracker,
+    /// Whether a connection's end is written to the `access` log
+    /// (`ACCESS_LOG`).
+    pub access_log: bool,
 }
 
 #[cfg(test)]
@@ -92,6 +95,7 @@ pub(crate) mod tests {
                 transport_queue: 128,
             },
             tasks: TaskTracker::new(),
+            access_log: false,
         }
     }
 
@@ -103,7 +107,7 @@ pub(crate) mod tests {
     ) -> Admission {
         let identity = Identity {
             user: "alice".into(),
-            account: "demo".into(),
+            account: "demo".parse().unwrap(),
             allowed,
             expires_at: i64::MAX,
             jti: None,

@@ -62,11 +62,11 @@ impl Client {
                         .rooms
                         .join(account, channel, self.id, &self.outbox);
                 } else {
-                    let after = match channel {
-                        Channel::Logs => record.logs_seq,
-                        _ => record.signals_seq,
+                    let (after, floor) = match channel {
+                        Channel::Logs => (record.logs_seq, record.logs_floor),
+                        _ => (record.signals_seq, record.signals_floor),
                     };
-                    delivery.start_at(channel, after);
+                    delivery.start_at(channel, after, floor);
                     self.handles.rooms.join_catching_up(
                         account,
                         channel,

@@ -42,6 +42,39 @@ pub struct SessionRecord {
     pub logs_seq: u64,
     /// Last signal `seq` surely delivered.
     pub signals_seq: u64,
+    /// Where its logs subscription started: a position the client reports
+    /// on resume is never taken from before it (no stale entries).
+    #[serde(default)]
+    pub logs_floor: u64,
+    /// Where its signals subscription started (as `logs_floor`).
+    #[serde(default)]
+    pub signals_floor: u64,
+}
+
+/// The last log and signal `seq` a resuming client says it has (Socket.IO
+/// `auth.last_seq`, or `?last_logs=`/`?last_signals=`). It knows better
+/// than the checkpoint, which is judged by time: an entry written to a
+/// connection that then died silently may be counted as delivered.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ReportedSeq {
+    /// Its last log `seq`, if it said.
+    pub logs: Option<u64>,
+    /// Its last signal `seq`, if it said.
+    pub signals: Option<u64>,
+}
+
+impl SessionRecord {
+    /// Resumes from what the client reports where it reports it (never
+    /// from before the subscription started), from the checkpoint
+    /// elsewhere.
+    pub fn resume_from(&mut self, reported: ReportedSeq) {
+        if let Some(seq) = reported.logs {
+            self.logs_seq = seq.max(self.logs_floor);
+        }
+        if let Some(seq) = reported.signals {
+            self.signals_seq = seq.max(self.signals_floor);
+        }
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -503,7 +536,31 @@ mod tests {
             channels: vec!["logs".into()],
             logs_seq: 5,
             signals_seq: 0,
+            logs_floor: 2,
+            signals_floor: 0,
         }
+    }
+
+    #[test]
+    fn a_reported_position_wins_but_never_goes_before_the_subscription() {
+        let mut r = record("alice");
+        r.resume_from(ReportedSeq {
+            logs: Some(3),
+            signals: None,
+        });
+        assert_eq!((r.logs_seq, r.signals_seq), (3, 0), "behind the checkpoint");
+        r.resume_from(ReportedSeq {
+            logs: Some(0),
+            signals: Some(7),
+        });
+        assert_eq!((r.logs_seq, r.signals_seq), (2, 7), "floor, then ahead");
+    }
+
+    #[test]
+    fn a_record_stored_before_floors_existed_still_loads() {
+        let old = r#"{"user":"a","account":"demo","channels":[],"logs_seq":4,"signals_seq":1}"#;
+        let r: SessionRecord = serde_json::from_str(old).unwrap();
+        assert_eq!((r.logs_seq, r.logs_floor), (4, 0));
     }
 
     #[tokio::test]

@@ -1,12 +1,15 @@
 //! Who is connecting, read the same way on every endpoint: the token from
 //! Socket.IO's `auth.token`, else `?token=`, else `Authorization: Bearer`;
-//! the session to resume from `auth.session`, else `?session=`. Then the
-//! token is verified and the connection admitted, with one refusal shape
-//! for every transport.
+//! the session to resume from `auth.session`, else `?session=`, and the
+//! last log/signal `seq` the client holds from `auth.last_seq` (`{"logs",
+//! "signals"}`), else `?last_logs=`/`?last_signals=`. Then the token is
+//! verified and the connection admitted, with one refusal shape for every
+//! transport.
 
 use crate::app::AppState;
 use crate::observability::metrics;
 use crate::session::admission::{self, Admission};
+use crate::session::store::ReportedSeq;
 use axum::extract::FromRequestParts;
 use axum::http::request::Parts;
 use axum::http::{header, HeaderMap};
@@ -22,6 +25,8 @@ pub struct Credentials {
     pub token: String,
     /// The session id to resume, if any.
     pub session: Option<String>,
+    /// The last log and signal `seq` the client says it has (resume only).
+    pub last_seq: ReportedSeq,
 }
 
 impl Credentials {
@@ -40,7 +45,23 @@ impl Credentials {
                 .or_else(|| bearer(headers))
                 .unwrap_or_default(),
             session: field("session"),
+            last_seq: ReportedSeq {
+                logs: reported(auth, query, "logs", "last_logs"),
+                signals: reported(auth, query, "signals", "last_signals"),
+            },
         }
+    }
+}
+
+/// A `seq` from `auth.last_seq.<key>` (a number), else `?<param>=`;
+/// anything else is as if the client had said nothing.
+fn reported(auth: Option<&Value>, query: Option<&str>, key: &str, param: &str) -> Option<u64> {
+    let from_auth = auth
+        .and_then(|a| a.get("last_seq"))
+        .and_then(|l| l.get(key));
+    match from_auth {
+        Some(v) => v.as_u64(),
+        None => query_param(query, param)?.parse().ok(),
     }
 }
 
@@ -74,7 +95,13 @@ pub async fn admit(app: &AppState, credentials: &Credentials) -> Result<Admissio
             ))
         }
         Ok(identity) => {
-            admission::admit(&app.sessions, identity, credentials.session.as_deref()).await
+            admission::admit(
+                &app.sessions,
+                identity,
+                credentials.session.as_deref(),
+                credentials.last_seq,
+            )
+            .await
         }
         Err(e) => {
             tracing::debug!(error = %e, "connection refused");
@@ -135,5 +162,24 @@ mod tests {
         assert_eq!(c.session.as_deref(), Some("s2"));
         let c = Credentials::read(Some(&json!("not an object")), None, &HeaderMap::new());
         assert_eq!(c, Credentials::default());
+    }
+
+    #[test]
+    fn the_reported_position_from_auth_or_the_query() {
+        let none = HeaderMap::new();
+        let auth = json!({"last_seq": {"logs": 41, "signals": "7"}});
+        let c = Credentials::read(Some(&auth), Some("last_signals=9"), &none);
+        assert_eq!(c.last_seq.logs, Some(41));
+        assert_eq!(c.last_seq.signals, None, "a string is not a seq");
+        let c = Credentials::read(None, Some("last_logs=12&last_signals=x"), &none);
+        assert_eq!(
+            c.last_seq,
+            ReportedSeq {
+                logs: Some(12),
+                signals: None
+            }
+        );
+        let c = Credentials::read(Some(&json!({"last_seq": {"logs": -1}})), None, &none);
+        assert_eq!(c.last_seq.logs, None, "negative");
     }
 }

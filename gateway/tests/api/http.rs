@@ -16,7 +16,7 @@ async fn probes_and_the_page() {
     assert!(page.contains("<html"), "the console page");
     let (status, metrics) = get(&app, "/metrics", &[]).await;
     assert_eq!(status, 200);
-    assert!(metrics.contains("gateway_up"), "{metrics}");
+    assert!(metrics.contains("gateway_up{replica=\""), "{metrics}");
     app.stop().await;
 }
 

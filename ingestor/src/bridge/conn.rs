@@ -105,6 +105,14 @@ pub(crate) async fn serve<S>(
         Ok(a) => a,
         Err(r) => return refuse(&mut wr, peer, &shared, r).await,
     };
+    // `authorize` only returns subject tokens; said again by the type.
+    let publisher = match protocol::Account::new(account.as_str()) {
+        Ok(label) => shared.publisher.with_account(label),
+        Err(e) => {
+            let why = Refusal::InvalidHello(format!("account {e}"));
+            return refuse(&mut wr, peer, &shared, why).await;
+        }
+    };
     let now = protocol::time::now_epoch_ms();
     let mut session = Session::start(&hello, account.clone(), &shared.clocks, now);
     let terminal = shared.metrics.register(Terminal {
@@ -129,7 +137,6 @@ pub(crate) async fn serve<S>(
     });
     answer(&mut wr, &welcome).await;
 
-    let publisher = shared.publisher.with_account(account.clone());
     let mut malformed = 0u64;
     let ending = loop {
         let limit = session.silence_limit();

@@ -145,7 +145,7 @@ pub async fn serve(
     let (outlet, outlet_tasks) = outlet::start(publisher.clone(), cfg.outlet, metrics.clone());
     let shared = Arc::new(conn::Shared {
         keys: cfg.keys.clone(),
-        default_account: publisher.account_name().to_owned(),
+        default_account: publisher.account_name().to_string(),
         publisher,
         outlet,
         metrics: metrics.clone(),

@@ -213,7 +213,11 @@ mod tests {
     async fn state_keeps_the_latest_and_events_overflow_counted() {
         let mem = MemoryBus::new();
         let mut sub = mem.subscribe("mt5.>");
-        let publisher = Publisher::new(Bus::Memory(mem), SubjectScheme::default(), "a");
+        let publisher = Publisher::new(
+            Bus::Memory(mem),
+            SubjectScheme::default(),
+            "a".parse().unwrap(),
+        );
         let metrics = Metrics::new();
         let cfg = OutletConfig {
             event_queue: 2,
