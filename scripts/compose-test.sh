@@ -14,6 +14,9 @@
 # Skips (exit 0, with the reason) when dockerd cannot run here.
 # Usage: [MT5_BIN_DIR=DIR] scripts/compose-test.sh [--no-install] [--keep]
 #   --keep  leave the stack and dockerd running (for a look by hand)
+# RUST_LOG reaches the gateways (e.g. info,async_nats=debug); with
+# MT5_COMPOSE_DEBUG=1 the test prints what the client's replica logged
+# after each NATS node kill.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export PATH="$PATH:/usr/sbin:/sbin"

@@ -472,6 +472,20 @@ fn nats_node_killed(stack: &Stack, pick: NatsVictim) {
         moved.as_deref().unwrap_or("?"),
         killed.elapsed()
     );
+    // What the replica did meanwhile (reconnects, consumers recreated),
+    // for whoever looks into a long pause (scripts/compose-test.sh).
+    if std::env::var("MT5_COMPOSE_DEBUG").is_ok() {
+        let since = format!("{}s", killed.elapsed().as_secs() + 2);
+        let out = Command::new("docker")
+            .args(["logs", "--since", &since, &stack.container(&replica)])
+            .output()
+            .expect("docker logs");
+        println!(
+            "--- {replica} since the kill:\n{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        println!("{}", String::from_utf8_lossy(&out.stdout));
+    }
     ws.close();
     let container = stack.container(&victim);
     stack.docker(&["start", &container]);
