@@ -6,7 +6,8 @@
 # run built), drops the containers' egress, brings the stack up and runs
 # tests/tests/compose.rs against it: every service healthy, quotes through
 # nginx on websocket and polling, a replica killed, nginx restarted while a
-# replica is down, a NATS node killed, the Redis primary killed. Then it
+# replica is down, the Redis primary killed, the NATS node leading the
+# events stream killed, then the one a replica reads from. Then it
 # takes everything down and removes what it started: containers, networks,
 # volumes, the images it built, its dockerd (by PID), and that dockerd's
 # iptables rules.
