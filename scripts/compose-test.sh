@@ -6,7 +6,8 @@
 # run built), drops the containers' egress, brings the stack up and runs
 # tests/tests/compose.rs against it: every service healthy, quotes through
 # nginx on websocket and polling, a replica killed, nginx restarted while a
-# replica is down, a NATS node killed, the Redis primary killed. Then it
+# replica is down, the Redis primary killed, the NATS node leading the
+# events stream killed, then the one a replica reads from. Then it
 # takes everything down and removes what it started: containers, networks,
 # volumes, the images it built, its dockerd (by PID), and that dockerd's
 # iptables rules.
@@ -14,6 +15,9 @@
 # Skips (exit 0, with the reason) when dockerd cannot run here.
 # Usage: [MT5_BIN_DIR=DIR] scripts/compose-test.sh [--no-install] [--keep]
 #   --keep  leave the stack and dockerd running (for a look by hand)
+# RUST_LOG reaches the gateways (e.g. info,async_nats=debug); with
+# MT5_COMPOSE_DEBUG=1 the test prints what the client's replica logged
+# after each NATS node kill.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export PATH="$PATH:/usr/sbin:/sbin"

@@ -425,6 +425,61 @@ fn nats_permissions_keep_the_gateway_from_publishing() {
     impostor.kill();
 }
 
+/// A token revoked with the users of `deploy/nats/auth.conf`: `gateway
+/// revoke`, run with the gateway's NATS credentials (the only ones a
+/// deployment hands the gateway image), announces it, and a replica on the
+/// cluster, subscribed to the announcements with the same user, cuts the
+/// client off within the contract's second, not at its next Redis
+/// re-read; the server refused neither of them that subject.
+#[test]
+fn a_revocation_is_announced_and_heard_with_the_gateways_nats_user() {
+    use e2e_tests::admin::run_gateway;
+    let nats = NatsCluster::start();
+    let redis = e2e_tests::RedisServer::start();
+    let env = [
+        ("NATS_URL", nats.gateway_urls()),
+        ("REDIS_URL", redis.url()),
+        ("JWT_SECRET", SECRET.to_owned()),
+    ];
+    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let gateway = Gateway::start(&env, false);
+    let token = mint(SECRET, "revoked", Some("70000047"), None, 3600);
+    let mut ws = WsClient::connect(&format!("{}/ws?token={token}", gateway.ws_url()))
+        .expect("websocket connect");
+    ws.wait_event("connected", Duration::from_secs(10));
+    let run = run_gateway(
+        &["revoke", "--sub", "revoked"],
+        &env,
+        Duration::from_secs(20),
+    );
+    assert_eq!(run.code, Some(0), "gateway revoke:\n{}", run.output());
+    let done = Instant::now();
+    let data = ws
+        .try_wait_event("disconnected", Duration::from_secs(10))
+        .unwrap_or_else(|| panic!("no `disconnected`:\n{}", ws.dump()));
+    let late = done.elapsed();
+    assert_eq!(data["reason"], "Token revoked", "{data}");
+    assert!(
+        late <= Duration::from_secs(1),
+        "revoked {late:?} after `gateway revoke`: the announcement was not heard"
+    );
+    // (Without an ingestor the gateway may try to create the streams, which
+    // its user may not: only a refusal on the revocations' subject counts.)
+    for (who, log) in [
+        ("gateway", gateway.stderr()),
+        ("gateway revoke", run.output()),
+    ] {
+        let refused: Vec<&str> = log
+            .lines()
+            .filter(|l| l.to_lowercase().contains("permissions violation") && l.contains("revoke"))
+            .collect();
+        assert!(
+            refused.is_empty(),
+            "{who} was refused by NATS:\n{refused:#?}"
+        );
+    }
+}
+
 /// The Redis primary is SIGKILLed: the sentinels promote the replica, both
 /// gateway replicas follow it (readiness reports Redis up again), session
 /// checkpoints reach the new primary, and a dashboard that leaves one

@@ -136,18 +136,6 @@ impl Relay {
             Bus::Nats(nats) => {
                 let prefix = self.scheme.prefix();
                 nats.ensure_streams(prefix, &self.limits).await?;
-                let mut feeds = Vec::new();
-                for subject in bus::jetstream::stream_subjects(prefix, StreamKind::State) {
-                    let state = nats
-                        .consume(
-                            prefix,
-                            StreamKind::State,
-                            Some(subject),
-                            Start::LastPerSubject,
-                        )
-                        .await?;
-                    feeds.push(state);
-                }
                 // Right after the last entry read; the first time, right
                 // after the stream's end: that is where every room's
                 // sequence, and the memory ring, start.
@@ -160,11 +148,25 @@ impl Relay {
                         end
                     }
                 };
-                let start = Start::At(after + 1);
-                feeds.push(
-                    nats.consume(prefix, StreamKind::Events, None, start)
-                        .await?,
-                );
+                // Every consumer asked for at once: while a cluster
+                // re-elects after losing a node, a request can go
+                // unanswered until its timeout and be retried, and one
+                // after the other those waits added up (logs came back
+                // ~19 s after a node died in compose, most of it spent
+                // waiting on the state consumers before the events one).
+                let events = nats.consume(prefix, StreamKind::Events, None, Start::At(after + 1));
+                let states = bus::jetstream::stream_subjects(prefix, StreamKind::State)
+                    .into_iter()
+                    .map(|subject| {
+                        nats.consume(
+                            prefix,
+                            StreamKind::State,
+                            Some(subject),
+                            Start::LastPerSubject,
+                        )
+                    });
+                let feeds =
+                    futures::future::try_join_all(std::iter::once(events).chain(states)).await?;
                 // One feed ending (the events one: see `NatsBus::consume`)
                 // ends them all, so the whole feed is reopened; otherwise
                 // quotes would go on while logs had stopped for good.
