@@ -31,7 +31,9 @@
 # 2,000 dashboards (see bench/loadgen/src/storm.rs); --only storm-2000 runs
 # just that (it needs redis-server on PATH).
 # Environment: WARMUP, DURATION (seconds, default 3 and 10),
-# CONNECT_RATE (default 1000/s), SLOW_CLIENTS (default 1).
+# CONNECT_RATE (default 1000/s), SLOW_CLIENTS (default 1), GATEWAY_LOG
+# (the storm replicas' RUST_LOG, default warn), BENCH_KEEP=1 (keep the work
+# directory with every server's log).
 set -euo pipefail
 
 QUICK=0
@@ -111,7 +113,7 @@ PIDS=()
 cleanup() {
   for pid in "${PIDS[@]}"; do kill "$pid" 2>/dev/null || true; done
   for pid in "${PIDS[@]}"; do wait "$pid" 2>/dev/null || true; done
-  rm -rf "$WORK"
+  if [ -n "${BENCH_KEEP:-}" ]; then say "kept $WORK"; else rm -rf "$WORK"; fi
 }
 trap cleanup EXIT
 trap 'exit 130' INT TERM
@@ -241,7 +243,7 @@ run_storm() {
     ports[$i]=$("$LOADGEN" free-port)
     env NATS_URL="$NATS_URL" REDIS_URL="redis://127.0.0.1:$rport" GATEWAY_ADDR="127.0.0.1:${ports[$i]}" \
       DEFAULT_ACCOUNT=storm REPLICA_ID="storm-$i" QUOTE_THROTTLE_MS=0 "${LIFTS[@]}" \
-      DRAIN_TIMEOUT_SECS=1 RUST_LOG=warn LOG_FORMAT=text "$GATEWAY" >"$WORK/$label-$i.log" 2>&1 &
+      DRAIN_TIMEOUT_SECS=1 RUST_LOG="${GATEWAY_LOG:-warn}" LOG_FORMAT=text "$GATEWAY" >"$WORK/$label-$i.log" 2>&1 &
     pids[$i]=$!
     PIDS+=("${pids[$i]}")
   done

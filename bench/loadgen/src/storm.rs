@@ -8,7 +8,8 @@
 //! JetStream at `--log-rate` (each publish acknowledged, so the benchmark
 //! knows every entry's `seq` and when it was stored) and quotes at
 //! `--quote-rate`. After `--before` seconds the victim is SIGKILLed; every
-//! member reconnects to the survivor at once with `auth.session`.
+//! member reconnects to the survivor at once with `auth.session` and
+//! `auth.last_seq` (the last log entry it holds).
 //!
 //! Reported: seconds until every member is live again (it has received an
 //! entry newer than everything stored when its resumed `connected`
@@ -367,14 +368,19 @@ async fn member(storm: Arc<Storm>, i: usize, slot: Arc<Mutex<Member>>) {
     let mut addr = storm.plan.victim;
     let mut first = true;
     while !storm.stop.load(Relaxed) {
-        let session = slot
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .session
-            .clone();
-        let auth = match &session {
-            Some(s) => json!({"token": token, "session": s}),
-            None => json!({"token": token}),
+        let (session, last_log) = {
+            let m = slot.lock().unwrap_or_else(|p| p.into_inner());
+            (m.session.clone(), m.logs.iter().max().copied())
+        };
+        // A dashboard resumes from the last entry it holds (`last_seq`):
+        // what a killed replica had written but the kernel never handed
+        // over (a reset discards it) is replayed too.
+        let auth = match (&session, last_log) {
+            (Some(s), Some(seq)) => {
+                json!({"token": token, "session": s, "last_seq": {"logs": seq}})
+            }
+            (Some(s), None) => json!({"token": token, "session": s}),
+            (None, _) => json!({"token": token}),
         };
         let connected = tokio::time::timeout(PATIENCE, open(addr, auth)).await;
         if let Ok(Ok(mut ws)) = connected {

@@ -356,10 +356,19 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 }
 
 /// Options of every connection the store opens.
+/// How long one Redis answer may take. It is measured from this process,
+/// so it includes this replica's own queueing: when thousands of
+/// dashboards resume on it at once (a replica died), their session reads
+/// and cap checks wait behind each other, and at 0.5 s a third of a
+/// 2,000-client storm on two busy cores timed out and lost their session
+/// (a fresh one replays nothing). Checkpoint passes keep their own, shorter
+/// deadline.
+const REDIS_RESPONSE_TIMEOUT: Duration = Duration::from_secs(3);
+
 fn manager_config() -> ConnectionManagerConfig {
     ConnectionManagerConfig::new()
         .set_connection_timeout(Some(Duration::from_millis(500)))
-        .set_response_timeout(Some(Duration::from_millis(500)))
+        .set_response_timeout(Some(REDIS_RESPONSE_TIMEOUT))
         .set_max_delay(Duration::from_millis(200))
         .set_number_of_retries(1)
 }
