@@ -143,7 +143,8 @@ fn open_polling(app: Arc<AppState>, request: Request) -> Response {
 }
 
 /// A WebSocket for a polling session: handed to the session, which runs
-/// the probe and the switch.
+/// the probe and the switch. One for a session that has upgraded already
+/// (or is gone meanwhile) is closed at once, as the protocol asks.
 async fn upgrade(app: Arc<AppState>, request: Request, sid: &str) -> Response {
     let Some(transport) = app.polling.get(sid) else {
         return EioError::SessionIdUnknown.into_response();
@@ -154,8 +155,16 @@ async fn upgrade(app: Arc<AppState>, request: Request, sid: &str) -> Response {
     };
     websocket::sized(upgrade, app.config.hard_payload_limit()).on_upgrade(
         move |socket| async move {
-            // If the session is gone meanwhile, the socket is dropped.
-            transport.offer(Input::Upgrade(Box::new(socket))).await;
+            let refused = if transport.is_upgraded() {
+                Some(socket)
+            } else {
+                transport.offer(socket).await
+            };
+            if let Some(mut socket) = refused {
+                let _ = socket
+                    .send(close(PROTOCOL_ERROR, "session already upgraded"))
+                    .await;
+            }
         },
     )
 }
@@ -708,7 +717,7 @@ impl Session {
 
     /// `5`: what the last `POST` brought is handled, what waited for a
     /// `GET` goes out on the WebSocket, and the WebSocket is the
-    /// transport from now on (the old sid leaves the table: 400).
+    /// transport from now on (polling requests for the sid get 400).
     async fn complete_upgrade(&mut self) -> Result<(), End> {
         let Some(probe) = self.probe.take() else {
             return Ok(());
@@ -725,7 +734,6 @@ impl Session {
         let Some(transport) = self.polling() else {
             return Ok(());
         };
-        self.app.polling.remove(&self.sid);
         let Probe { tx: mut ws, rx, .. } = probe;
         {
             // Under the lock, so the writer cannot slip a frame in between.
@@ -773,6 +781,9 @@ impl Session {
                 self.app.polling.remove(&self.sid);
             }
             Source::WebSocket(rx) => {
+                // (A session that started on polling stays in the table
+                // until now.)
+                self.app.polling.remove(&self.sid);
                 let (code, reason) = match end {
                     End::Close(code, reason) => (code, reason),
                     End::ClientClosed => (NORMAL, "closed by the client"),

@@ -112,8 +112,9 @@ pub enum Broken {
     Shutdown,
 }
 
-/// The sessions on polling, by sid (an upgraded session leaves the table:
-/// its old sid gets 400 from then on).
+/// The sessions that started on polling, by sid. An upgraded one stays
+/// until it ends (a polling request for it gets 400, a second WebSocket
+/// is accepted and closed, as the protocol asks).
 #[derive(Default)]
 pub struct Table {
     /// The sessions.
@@ -147,10 +148,10 @@ impl Table {
         }
     }
 
-    /// Waits until no session is left (each leaves once a `GET` has taken
-    /// its last packets, or its goodbye patience is over).
+    /// Waits until no session is left on polling (each leaves once a `GET`
+    /// has taken its last packets, or its goodbye patience is over).
     pub async fn emptied(&self) {
-        while !self.lock().is_empty() {
+        while !self.lock().values().all(|p| p.is_upgraded()) {
             tokio::time::sleep(std::time::Duration::from_millis(20)).await;
         }
     }
@@ -174,6 +175,8 @@ struct State {
     last: Option<&'static str>,
     /// A `GET` has taken `last`.
     delivered: bool,
+    /// The session has moved to a WebSocket: polling requests get 400.
+    upgraded: bool,
     /// Why the transport broke, if it did.
     broken: Option<Broken>,
 }
@@ -261,6 +264,7 @@ impl Polling {
     /// a waiting `GET` gets a noop.
     pub fn upgraded(&self) -> Vec<Utf8Bytes> {
         let mut state = self.lock();
+        state.upgraded = true;
         state.last.get_or_insert("6");
         state.bytes = 0;
         let queued = std::mem::take(&mut state.queue);
@@ -280,16 +284,28 @@ impl Polling {
         self.broken.cancel();
     }
 
-    /// Hands the session a WebSocket that asks to take over (false if the
-    /// session is gone).
-    pub async fn offer(&self, input: Input) -> bool {
-        self.inbound.send(input).await.is_ok()
+    /// Whether the session has moved to a WebSocket.
+    pub fn is_upgraded(&self) -> bool {
+        self.lock().upgraded
+    }
+
+    /// Hands the session a WebSocket that asks to take over; it comes
+    /// back if the session is gone.
+    pub async fn offer(&self, socket: WebSocket) -> Option<WebSocket> {
+        match self.inbound.send(Input::Upgrade(Box::new(socket))).await {
+            Ok(()) => None,
+            Err(mpsc::error::SendError(Input::Upgrade(socket))) => Some(*socket),
+            Err(_) => None,
+        }
     }
 
     /// `GET` with this sid: waits for packets, then returns all of them.
     pub async fn get(&self) -> Response {
         {
             let mut state = self.lock();
+            if state.upgraded {
+                return EioError::BadRequest.into_response();
+            }
             if state.get {
                 drop(state);
                 self.set_broken(Broken::DuplicateGet);
@@ -341,6 +357,9 @@ impl Polling {
     pub async fn post(&self, headers: &HeaderMap, body: Body, limit: usize) -> Response {
         {
             let mut state = self.lock();
+            if state.upgraded {
+                return EioError::BadRequest.into_response();
+            }
             if state.post {
                 drop(state);
                 self.set_broken(Broken::DuplicatePost);
