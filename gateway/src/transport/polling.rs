@@ -495,6 +495,53 @@ mod tests {
         assert_eq!(first.await.unwrap(), StatusCode::OK);
     }
 
+    #[tokio::test]
+    async fn a_second_post_breaks_the_session() {
+        let (polling, _rx) = Polling::new();
+        // A body that never ends keeps the first POST reading.
+        let endless = futures::stream::pending::<Result<Vec<u8>, std::io::Error>>();
+        let first = {
+            let polling = polling.clone();
+            tokio::spawn(async move {
+                let body = Body::from_stream(endless);
+                polling.post(&HeaderMap::new(), body, 1024).await.status()
+            })
+        };
+        while !polling.lock().post {
+            tokio::task::yield_now().await;
+        }
+        let second = polling.post(&HeaderMap::new(), Body::from("3"), 1024).await;
+        assert_eq!(second.status(), StatusCode::BAD_REQUEST);
+        assert_eq!(polling.broken().await, Broken::DuplicatePost);
+        first.abort();
+    }
+
+    #[tokio::test]
+    async fn bodies_that_are_too_big_or_not_text_break_the_session() {
+        let (polling, _rx) = Polling::new();
+        let big = polling
+            .post(&HeaderMap::new(), Body::from("4".repeat(20)), 10)
+            .await;
+        assert_eq!(big.status(), StatusCode::PAYLOAD_TOO_LARGE);
+        assert_eq!(polling.broken().await, Broken::TooLarge);
+        let (polling, _rx) = Polling::new();
+        let binary = polling
+            .post(&HeaderMap::new(), Body::from(vec![0xff, 0xfe]), 10)
+            .await;
+        assert_eq!(binary.status(), StatusCode::BAD_REQUEST);
+        assert_eq!(polling.broken().await, Broken::NotText);
+    }
+
+    #[tokio::test]
+    async fn an_upgraded_session_refuses_polling_requests() {
+        let (polling, _rx) = Polling::new();
+        polling.push(Utf8Bytes::from("2"), false);
+        assert_eq!(polling.upgraded().len(), 1, "the queue moves to the socket");
+        assert_eq!(polling.get().await.status(), StatusCode::BAD_REQUEST);
+        let post = polling.post(&HeaderMap::new(), Body::from("3"), 10).await;
+        assert_eq!(post.status(), StatusCode::BAD_REQUEST);
+    }
+
     #[test]
     fn a_full_queue_makes_the_writer_wait() {
         let (polling, _rx) = Polling::new();
