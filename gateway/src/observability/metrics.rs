@@ -10,10 +10,9 @@ use std::sync::OnceLock;
 static HANDLE: OnceLock<Option<PrometheusHandle>> = OnceLock::new();
 
 /// The `transport` label of a Socket.IO client served by socketioxide
-/// (everyone, with `SOCKETIO_FAST_PATH=false`).
+/// (polling, upgrades, and everyone with `SOCKETIO_FAST_PATH=false`).
 pub const SOCKETIOXIDE: &str = "socketio";
-/// The `transport` label of a Socket.IO client on our fast path, on
-/// WebSocket, long-polling or upgraded alike.
+/// The `transport` label of a Socket.IO client on our WebSocket fast path.
 pub const SOCKETIO_FAST: &str = "socketio_fast";
 /// The `transport` label of a plain WebSocket (JSON) client.
 pub const WEBSOCKET: &str = "websocket";
