@@ -212,14 +212,7 @@ impl FakeTerminal {
             match self.reader.read_line(&mut line) {
                 Ok(0) => return true,
                 Ok(_) => continue,
-                Err(e)
-                    if matches!(
-                        e.kind(),
-                        std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
-                    ) =>
-                {
-                    return false
-                }
+                Err(e) if crate::http::timed_out(&e) => return false,
                 Err(_) => return true,
             }
         }

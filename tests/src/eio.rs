@@ -125,14 +125,7 @@ impl EioSocket {
                     Wire::Close(frame.map(|f| u16::from(f.code)))
                 }
                 Ok(_) => continue,
-                Err(tungstenite::Error::Io(e))
-                    if matches!(
-                        e.kind(),
-                        std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
-                    ) =>
-                {
-                    return None
-                }
+                Err(tungstenite::Error::Io(e)) if crate::http::timed_out(&e) => return None,
                 Err(_) => {
                     self.ended = true;
                     Wire::Dropped
@@ -334,27 +327,13 @@ pub fn request(
         .to_ascii_lowercase()
         .contains("transfer-encoding: chunked")
     {
-        body = dechunk(&body).ok_or_else(|| format!("{method} {path}: bad chunked body"))?;
+        body = crate::http::dechunk(&body)
+            .ok_or_else(|| format!("{method} {path}: bad chunked body"))?;
     }
     Ok(HttpReply {
         status,
         body: String::from_utf8_lossy(&body).into_owned(),
     })
-}
-
-fn dechunk(mut data: &[u8]) -> Option<Vec<u8>> {
-    let mut out = Vec::new();
-    loop {
-        let eol = data.windows(2).position(|w| w == b"\r\n")?;
-        let size =
-            usize::from_str_radix(std::str::from_utf8(&data[..eol]).ok()?.trim(), 16).ok()?;
-        data = &data[eol + 2..];
-        if size == 0 {
-            return Some(out);
-        }
-        out.extend_from_slice(data.get(..size)?);
-        data = data.get(size + 2..)?;
-    }
 }
 
 /// An Engine.IO long-polling session.

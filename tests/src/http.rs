@@ -80,7 +80,8 @@ pub(crate) fn parse(raw: &[u8]) -> Option<Response> {
     })
 }
 
-fn dechunk(mut data: &[u8]) -> Option<Vec<u8>> {
+/// A chunked HTTP body, joined (chunk extensions ignored).
+pub fn dechunk(mut data: &[u8]) -> Option<Vec<u8>> {
     let mut out = Vec::new();
     loop {
         let eol = data.windows(2).position(|w| w == b"\r\n")?;
@@ -93,6 +94,15 @@ fn dechunk(mut data: &[u8]) -> Option<Vec<u8>> {
         out.extend_from_slice(data.get(..size)?);
         data = data.get(size + 2..)?;
     }
+}
+
+/// True when a read with a timeout simply found nothing in time (Linux
+/// says `WouldBlock`, other systems `TimedOut`).
+pub fn timed_out(e: &std::io::Error) -> bool {
+    matches!(
+        e.kind(),
+        std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+    )
 }
 
 #[cfg(test)]

@@ -61,6 +61,30 @@ impl WsClient {
         })
     }
 
+    /// A dashboard on `{base}/ws` (`ws://host:port`) with `token`,
+    /// resuming `session` if given: connected, then subscribed to logs,
+    /// signals and quotes, each step within `patience`.
+    pub fn dashboard(
+        base: &str,
+        token: &str,
+        session: Option<&str>,
+        patience: Duration,
+    ) -> WsClient {
+        let mut url = format!("{base}/ws?token={token}");
+        if let Some(id) = session {
+            url.push_str(&format!("&session={id}"));
+        }
+        let mut ws = WsClient::connect(&url)
+            .unwrap_or_else(|e| panic!("dashboard cannot connect to {base}: {e}"));
+        ws.wait_event("connected", patience);
+        ws.send_event(
+            "subscribe",
+            json!({"channels": ["logs", "signals", "quotes"]}),
+        );
+        ws.wait_event("subscribed", patience);
+        ws
+    }
+
     pub fn send_event(&mut self, event: &str, data: Value) {
         self.send_text(&json!({"event": event, "data": data}).to_string());
     }
@@ -116,14 +140,7 @@ impl WsClient {
                     WsMsg::Close(frame.map(|f| (u16::from(f.code), f.reason.as_str().to_owned())))
                 }
                 Ok(Message::Ping(_)) | Ok(Message::Pong(_)) | Ok(Message::Frame(_)) => continue,
-                Err(tungstenite::Error::Io(e))
-                    if matches!(
-                        e.kind(),
-                        std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
-                    ) =>
-                {
-                    return None
-                }
+                Err(tungstenite::Error::Io(e)) if crate::http::timed_out(&e) => return None,
                 Err(_) => {
                     self.closed = true;
                     WsMsg::Close(None)

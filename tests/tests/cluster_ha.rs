@@ -12,24 +12,13 @@
 use e2e_tests::cluster::check_event_sequence;
 use e2e_tests::ha::{NatsCluster, SentinelRedis, MASTER_NAME};
 use e2e_tests::{eventually, mint, Gateway, Ingestor, NatsServer, WsClient, SECRET};
-use serde_json::{json, Value};
+use serde_json::Value;
 use std::time::{Duration, Instant};
 
 /// A plain WebSocket dashboard on `gateway` reading logs, signals and quotes.
 fn dashboard(gateway: &Gateway, user: &str, account: &str, session: Option<&str>) -> WsClient {
     let token = mint(SECRET, user, Some(account), None, 3600);
-    let mut url = format!("{}/ws?token={token}", gateway.ws_url());
-    if let Some(id) = session {
-        url.push_str(&format!("&session={id}"));
-    }
-    let mut ws = WsClient::connect(&url).expect("websocket connect");
-    ws.wait_event("connected", Duration::from_secs(10));
-    ws.send_event(
-        "subscribe",
-        json!({"channels": ["logs", "signals", "quotes"]}),
-    );
-    ws.wait_event("subscribed", Duration::from_secs(10));
-    ws
+    WsClient::dashboard(&gateway.ws_url(), &token, session, Duration::from_secs(10))
 }
 
 /// `(event, seq)` of every log and signal `ws` received, in order.

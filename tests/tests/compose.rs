@@ -14,7 +14,7 @@
 
 use e2e_tests::cluster::check_event_sequence;
 use e2e_tests::{mint, workspace_root, Plan, SioClient, WsClient};
-use serde_json::{json, Value};
+use serde_json::Value;
 use std::net::SocketAddr;
 use std::process::Command;
 use std::time::{Duration, Instant};
@@ -48,31 +48,17 @@ impl Stack {
     }
 
     fn compose(&self, args: &[&str]) -> String {
-        let out = Command::new("docker-compose")
-            .current_dir(workspace_root())
+        let mut cmd = Command::new("docker-compose");
+        cmd.current_dir(workspace_root())
             .args(["-p", &self.project, "-f", "docker-compose.yml"])
-            .args(args)
-            .output()
-            .expect("running docker-compose");
-        assert!(
-            out.status.success(),
-            "docker-compose {args:?}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8_lossy(&out.stdout).trim().to_owned()
+            .args(args);
+        run(cmd, args)
     }
 
     fn docker(&self, args: &[&str]) -> String {
-        let out = Command::new("docker")
-            .args(args)
-            .output()
-            .expect("running docker");
-        assert!(
-            out.status.success(),
-            "docker {args:?}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8_lossy(&out.stdout).trim().to_owned()
+        let mut cmd = Command::new("docker");
+        cmd.args(args);
+        run(cmd, args)
     }
 
     fn container(&self, service: &str) -> String {
@@ -84,22 +70,8 @@ impl Stack {
     }
 
     fn ws(&self, sub: &str, session: Option<&str>) -> WsClient {
-        let mut url = format!(
-            "{}/ws?token={}",
-            self.url.replace("http://", "ws://"),
-            self.token(sub)
-        );
-        if let Some(id) = session {
-            url.push_str(&format!("&session={id}"));
-        }
-        let mut ws = WsClient::connect(&url).expect("websocket through nginx");
-        ws.wait_event("connected", Duration::from_secs(15));
-        ws.send_event(
-            "subscribe",
-            json!({"channels": ["logs", "signals", "quotes"]}),
-        );
-        ws.wait_event("subscribed", Duration::from_secs(15));
-        ws
+        let base = self.url.replace("http://", "ws://");
+        WsClient::dashboard(&base, &self.token(sub), session, Duration::from_secs(15))
     }
 
     fn get(&self, path: &str) -> Option<e2e_tests::http::Response> {
@@ -497,4 +469,19 @@ fn nats_node_killed(stack: &Stack, pick: NatsVictim) {
                 .then_some(())
         },
     );
+}
+
+/// Runs `cmd` (docker or docker-compose with `args`); its trimmed stdout,
+/// or a panic with its stderr.
+fn run(mut cmd: Command, args: &[&str]) -> String {
+    let program = cmd.get_program().to_string_lossy().into_owned();
+    let out = cmd
+        .output()
+        .unwrap_or_else(|e| panic!("running {program}: {e}"));
+    assert!(
+        out.status.success(),
+        "{program} {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).trim().to_owned()
 }

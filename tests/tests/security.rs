@@ -867,19 +867,23 @@ fn tls_answers_503_during_a_drain() {
     // Long enough for quotes to fill the silent client's buffers.
     std::thread::sleep(Duration::from_secs(2));
     // Probing from before the signal: the drain may be short.
+    let (probing, first_answer) = std::sync::mpsc::channel();
     let probe = std::thread::spawn(move || {
         let mut seen = Vec::new();
         let deadline = std::time::Instant::now() + Duration::from_secs(15);
         while std::time::Instant::now() < deadline {
             let status = https_status(addr, "/health/ready");
             seen.push(status);
+            let _ = probing.send(());
             if status == 0 {
                 break;
             }
         }
         seen
     });
-    std::thread::sleep(Duration::from_millis(300));
+    first_answer
+        .recv_timeout(Duration::from_secs(10))
+        .expect("the probe never got an answer");
     gw.proc().signal(libc::SIGTERM);
     let seen = probe.join().expect("probe thread");
     let answered = seen.iter().filter(|s| **s == 503).count();
