@@ -434,7 +434,17 @@ impl NatsBus {
     /// holds (0, 0 when empty). A feed opened right after `last` misses
     /// nothing and repeats nothing.
     pub async fn events_position(&self, prefix: &str) -> Result<StreamPosition, BusError> {
-        let name = stream_name(prefix, StreamKind::Events);
+        self.stream_position(prefix, StreamKind::Events).await
+    }
+
+    /// Where a stream stands: the oldest and newest sequence it holds (0, 0
+    /// when empty).
+    pub async fn stream_position(
+        &self,
+        prefix: &str,
+        kind: StreamKind,
+    ) -> Result<StreamPosition, BusError> {
+        let name = stream_name(prefix, kind);
         let stream = self
             .jetstream()
             .get_stream(&name)

@@ -3,11 +3,13 @@
 //!
 //! Quotes go through the [`Throttle`] first (once per account and symbol,
 //! not per client). When the feed fails or ends it is reopened, events from
-//! just after the last one read, so nothing is skipped. A malformed message
-//! is counted and dropped; it never reaches a client.
+//! just after the last one read, so nothing is skipped; it is also reopened
+//! when the stall watch (`stall`) finds it silent while its stream moved on.
+//! A malformed message is counted and dropped; it never reaches a client.
 
 use crate::fanout::frame::Frame;
 use crate::fanout::rooms::Rooms;
+use crate::fanout::stall::{self, ReadMarks};
 use crate::fanout::throttle::{Offer, Throttle};
 use crate::observability::{metrics, telemetry};
 use bus::{Bus, BusError, BusMessage, Start, StreamKind, StreamLimits, Subscription};
@@ -16,6 +18,7 @@ use protocol::{Channel, Route, SubjectScheme};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
+use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
 /// Whether the relay is reading the bus right now (readiness needs it).
@@ -48,6 +51,8 @@ pub struct Relay {
     feed_up: Arc<FeedUp>,
     /// The newest event sequence read, to reopen the feed right after it.
     last_event_seq: Option<u64>,
+    /// The newest sequence read from each stream, for the stall watch.
+    marks: Arc<ReadMarks>,
 }
 
 impl Relay {
@@ -69,6 +74,7 @@ impl Relay {
             limits,
             feed_up,
             last_event_seq: None,
+            marks: Arc::default(),
         }
     }
 
@@ -82,6 +88,16 @@ impl Relay {
             Bus::Nats(nats) => Some(nats.connections()),
             Bus::Memory(_) => None,
         };
+        let stalled = Arc::new(Notify::new());
+        if let Bus::Nats(nats) = &self.bus {
+            tokio::spawn(stall::watch(
+                nats.clone(),
+                self.scheme.prefix().to_string(),
+                self.marks.clone(),
+                stalled.clone(),
+                shutdown.child_token(),
+            ));
+        }
         while !shutdown.is_cancelled() {
             if let Some(r) = &mut reconnects {
                 r.borrow_and_update();
@@ -109,6 +125,8 @@ impl Relay {
                         tracing::info!("bus reconnected; reopening the feed");
                         break;
                     }
+                    // The watch logged why.
+                    _ = stalled.notified() => break,
                     ((account, _), frame) = self.throttle.released() => {
                         let n = self.rooms.fan_out(&account, Channel::Quotes, frame);
                         metrics::frames_queued(n);
@@ -145,6 +163,7 @@ impl Relay {
                         let end = nats.events_position(prefix).await?.last;
                         self.rooms.set_feed_start(end);
                         self.last_event_seq = Some(end);
+                        self.marks.read(StreamKind::Events, end);
                         end
                     }
                 };
@@ -189,6 +208,13 @@ impl Relay {
             tracing::debug!(subject = %msg.subject, "ignoring a subject outside the scheme");
             return;
         };
+        if let Some(seq) = msg.seq {
+            let kind = match route.channel.is_state() {
+                true => StreamKind::State,
+                false => StreamKind::Events,
+            };
+            self.marks.read(kind, seq);
+        }
         let frame = match Frame::from_bus(
             route.channel,
             route.symbol.as_deref(),
