@@ -14,6 +14,7 @@ use crate::session::registry::Registry;
 use crate::session::revocation::Revocations;
 use crate::session::store::SessionStore;
 use crate::session::Handles;
+use crate::transport::polling;
 use bus::{Bus, BusHealth};
 use protocol::SubjectScheme;
 use std::sync::Arc;
@@ -41,6 +42,8 @@ pub struct AppState {
     pub revocations: Arc<Revocations>,
     /// Per-address limits on session-opening requests.
     pub edge: HandshakeLimits,
+    /// The fast path's Engine.IO sessions on long-polling, by sid.
+    pub polling: polling::Table,
 }
 
 impl AppState {
@@ -79,6 +82,7 @@ impl AppState {
             replica_id,
             started: Instant::now(),
             revocations: Arc::default(),
+            polling: polling::Table::default(),
         })
     }
 

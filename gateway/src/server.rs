@@ -334,6 +334,15 @@ async fn drain(app: Arc<AppState>, io: SocketIo, shutdown: CancellationToken, ti
     if tokio::time::timeout(timeout, writers.wait()).await.is_err() {
         tracing::warn!(left = registry.count(), "drain timeout; closing anyway");
     }
+    // Long-polling clients of the fast path take their goodbye with their
+    // next GET: the listener stays open until they have, or have given up.
+    app.polling.close_all();
+    if tokio::time::timeout(timeout, app.polling.emptied())
+        .await
+        .is_err()
+    {
+        tracing::warn!("polling sessions left after the drain timeout");
+    }
     io.close().await;
 }
 

@@ -10,9 +10,10 @@ use std::sync::OnceLock;
 static HANDLE: OnceLock<Option<PrometheusHandle>> = OnceLock::new();
 
 /// The `transport` label of a Socket.IO client served by socketioxide
-/// (polling, upgrades, and everyone with `SOCKETIO_FAST_PATH=false`).
+/// (everyone, with `SOCKETIO_FAST_PATH=false`).
 pub const SOCKETIOXIDE: &str = "socketio";
-/// The `transport` label of a Socket.IO client on our WebSocket fast path.
+/// The `transport` label of a Socket.IO client on our fast path, on
+/// WebSocket, long-polling or upgraded alike.
 pub const SOCKETIO_FAST: &str = "socketio_fast";
 /// The `transport` label of a plain WebSocket (JSON) client.
 pub const WEBSOCKET: &str = "websocket";

@@ -1,30 +1,41 @@
-//! Our own Socket.IO path for WebSocket-only clients: Engine.IO v4 and
-//! Socket.IO v5 over one WebSocket (`/socket.io/?EIO=4&transport=websocket`
-//! without a `sid`, what `io(url, {transports: ["websocket"]})` opens).
+//! Our own Socket.IO path (the "fast path", `SOCKETIO_FAST_PATH=true`):
+//! Engine.IO v4 and Socket.IO v5 for every `/socket.io/` request, on both
+//! transports. A WebSocket-only session (`transport=websocket` without a
+//! `sid`, what `io(url, {transports: ["websocket"]})` opens), and a
+//! long-polling one (`transport=polling`, socket.io-client's default),
+//! which may then upgrade to a WebSocket (`transport=websocket&sid=…`,
+//! `2probe`/`3probe`, `5`). The polling transport itself (sid table,
+//! `GET`/`POST`, the 400s) is `polling`; what the packets mean is here,
+//! once, for both.
 //!
-//! Why not socketioxide for these: its emit serialises every event once per
+//! Why not socketioxide: its emit serialises every event once per
 //! socket and pushes it through two more tasks and a 128-packet queue that
 //! fails when full. Here a relayed message is one `Arc<Frame>` whose packet
 //! text (`42["quotes",{…}]`) is built once for every recipient, the
 //! client's conflating outbox sits right in front of the socket, and the
-//! writer puts every queued frame into one write. Polling clients, and
-//! clients that start on polling and upgrade, stay with socketioxide
-//! (`SOCKETIO_FAST_PATH=false` sends everyone there).
+//! writer puts every queued frame into one write. And engineioxide 0.17
+//! breaks the protocol in ways we cannot change (its first ping at once,
+//! ack ids over i64 dropped, events in the CONNECT's POST dropped, closes
+//! without a close frame). `SOCKETIO_FAST_PATH=false` sends everyone to
+//! socketioxide (`socketio`).
 //!
 //! The protocol, as its two documents say: the open packet with the
-//! configured timers; the server pings every `PING_INTERVAL_MS` and drops
-//! a client that has not answered within `PING_TIMEOUT_MS`; a connection
-//! that has not joined `/` within `CONNECT_TIMEOUT_MS` is closed; CONNECT
-//! to another namespace gets `44/nsp,{"message":"Invalid namespace"}` and
-//! the connection stays; `41` leaves `/` and keeps the connection; an
-//! event with binary attachments gets one `error` (and its ack) once its
-//! attachments are in; anything malformed (see `sio_packet`) closes the
-//! connection, with a close frame. Events are handled in arrival order by
-//! this one task, and each ack is queued right behind its reply event.
+//! configured timers; the server pings every `PING_INTERVAL_MS` (the first
+//! time one interval after the open) and drops a client that has not
+//! answered within `PING_TIMEOUT_MS`; a session that has not joined `/`
+//! within `CONNECT_TIMEOUT_MS` is closed; CONNECT to another namespace
+//! gets `44/nsp,{"message":"Invalid namespace"}` and the connection stays;
+//! `41` leaves `/` and keeps the connection; an event with binary
+//! attachments gets one `error` (and its ack) once its attachments are in;
+//! anything malformed (see `sio_packet`) closes the session (a WebSocket
+//! with a close frame; a pending `GET` gets `1`). Every inbound packet of
+//! a session, whatever its transport, is handled in arrival order by the
+//! session's one task, and each ack is queued right behind its reply
+//! event.
 //!
 //! While the client is joined its writer is the only one writing to the
-//! socket (the reader queues pings and answers in the outbox); before and
-//! after, the reader writes itself.
+//! transport (the session queues pings and answers in the outbox); before
+//! and after, the session writes itself.
 
 use crate::app::AppState;
 use crate::fanout::frame::Frame;
@@ -33,47 +44,141 @@ use crate::session::admission::Admission;
 use crate::session::store;
 use crate::session::Client;
 use crate::transport::credentials::{self, query_param, Credentials};
+use crate::transport::polling::{self, Broken, EioError, Input, Polling};
 use crate::transport::sio_packet::{self, Packet};
 use crate::transport::websocket::{self, await_close_answer};
 use crate::transport::writer::{self, FrameSink, Sent};
 use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket, WebSocketUpgrade};
 use axum::extract::{FromRequestParts, Request};
-use axum::http::HeaderMap;
+use axum::http::{HeaderMap, Method};
 use axum::middleware::Next;
-use axum::response::Response;
+use axum::response::{IntoResponse, Response};
 use futures::stream::{SplitSink, SplitStream};
 use futures::{SinkExt, StreamExt};
 use protocol::ErrorCode;
 use serde_json::{json, Value};
 use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::mpsc;
 use tokio::time::Instant;
 
-/// Routes a new Engine.IO WebSocket connection to [`serve`]; everything
-/// else (polling, upgrades with a `sid`) goes on to socketioxide.
+/// Takes every Engine.IO request when the fast path is on; everything
+/// else (and everything with `SOCKETIO_FAST_PATH=false`) goes on, to
+/// socketioxide and the other routes.
 pub async fn intercept(
     axum::extract::State(app): axum::extract::State<Arc<AppState>>,
     request: Request,
     next: Next,
 ) -> Response {
-    if !app.config.socketio_fast_path || !is_new_websocket(&request) {
+    if !app.config.socketio_fast_path || request.uri().path().trim_end_matches('/') != "/socket.io"
+    {
         return next.run(request).await;
     }
-    let query = request.uri().query().map(str::to_owned);
-    let headers = request.headers().clone();
-    let (mut parts, body) = request.into_parts();
-    match WebSocketUpgrade::from_request_parts(&mut parts, &()).await {
-        Ok(upgrade) => websocket::sized(upgrade, app.config.hard_payload_limit())
-            .on_upgrade(move |socket| serve(app, socket, query, headers)),
-        Err(_) => next.run(Request::from_parts(parts, body)).await,
+    let query = request.uri().query();
+    if query_param(query, "EIO").as_deref() != Some("4") {
+        return EioError::UnsupportedProtocolVersion.into_response();
+    }
+    let transport = query_param(query, "transport");
+    let sid = query_param(query, "sid");
+    match (transport.as_deref(), sid) {
+        (Some("websocket"), None) => open_websocket(app, request).await,
+        (Some("websocket"), Some(sid)) => upgrade(app, request, &sid).await,
+        (Some("polling"), None) => open_polling(app, request),
+        (Some("polling"), Some(sid)) => {
+            let Some(polling) = app.polling.get(&sid) else {
+                return EioError::SessionIdUnknown.into_response();
+            };
+            let limit = app.config.hard_payload_limit();
+            let (parts, body) = request.into_parts();
+            match parts.method {
+                Method::GET => polling.get().await,
+                Method::POST => polling.post(&parts.headers, body, limit).await,
+                _ => EioError::BadRequest.into_response(),
+            }
+        }
+        _ => EioError::TransportUnknown.into_response(),
     }
 }
 
-fn is_new_websocket(request: &Request) -> bool {
-    let query = request.uri().query();
-    request.uri().path().trim_end_matches('/') == "/socket.io"
-        && query_param(query, "EIO").as_deref() == Some("4")
-        && query_param(query, "transport").as_deref() == Some("websocket")
-        && query_param(query, "sid").is_none()
+/// A new WebSocket-only session.
+async fn open_websocket(app: Arc<AppState>, request: Request) -> Response {
+    let query = request.uri().query().map(str::to_owned);
+    let headers = request.headers().clone();
+    let (mut parts, _) = request.into_parts();
+    let Ok(upgrade) = WebSocketUpgrade::from_request_parts(&mut parts, &()).await else {
+        return EioError::BadRequest.into_response();
+    };
+    websocket::sized(upgrade, app.config.hard_payload_limit()).on_upgrade(
+        move |socket| async move {
+            let (tx, rx) = socket.split();
+            let sid = store::new_id();
+            let open = open_packet(&app, &sid, &[]);
+            let mut tx = Tx::WebSocket(tx);
+            if tx.send(Utf8Bytes::from(open)).await.is_err() {
+                return;
+            }
+            let session = Session::new(app, tx, Source::WebSocket(rx), sid, query, headers);
+            session.serve().await;
+        },
+    )
+}
+
+/// A new polling session: the open packet is the handshake's answer; the
+/// session runs in a task of its own, fed by the session's requests.
+fn open_polling(app: Arc<AppState>, request: Request) -> Response {
+    if request.method() != Method::GET {
+        return EioError::BadHandshakeMethod.into_response();
+    }
+    let query = request.uri().query().map(str::to_owned);
+    let headers = request.headers().clone();
+    let sid = store::new_id();
+    let (transport, rx) = Polling::new();
+    app.polling.insert(sid.clone(), transport.clone());
+    let open = open_packet(&app, &sid, &["websocket"]);
+    let tx = Tx::Polling(transport.clone());
+    let source = Source::Polling { rx, transport };
+    let session = Session::new(app, tx, source, sid, query, headers);
+    tokio::spawn(session.serve());
+    polling::text(open)
+}
+
+/// A WebSocket for a polling session: handed to the session, which runs
+/// the probe and the switch. One for a session that has upgraded already
+/// (or is gone meanwhile) is closed at once, as the protocol asks.
+async fn upgrade(app: Arc<AppState>, request: Request, sid: &str) -> Response {
+    let Some(transport) = app.polling.get(sid) else {
+        return EioError::SessionIdUnknown.into_response();
+    };
+    let (mut parts, _) = request.into_parts();
+    let Ok(upgrade) = WebSocketUpgrade::from_request_parts(&mut parts, &()).await else {
+        return EioError::BadRequest.into_response();
+    };
+    websocket::sized(upgrade, app.config.hard_payload_limit()).on_upgrade(
+        move |socket| async move {
+            let refused = if transport.is_upgraded() {
+                Some(socket)
+            } else {
+                transport.offer(socket).await
+            };
+            if let Some(mut socket) = refused {
+                let _ = socket
+                    .send(close(PROTOCOL_ERROR, "session already upgraded"))
+                    .await;
+            }
+        },
+    )
+}
+
+/// `0{…}`: the open packet, with the configured timers.
+fn open_packet(app: &AppState, sid: &str, upgrades: &[&str]) -> String {
+    let open = json!({
+        "sid": sid,
+        "upgrades": upgrades,
+        "pingInterval": app.config.engineio.ping_interval_ms,
+        "pingTimeout": app.config.engineio.ping_timeout_ms,
+        "maxPayload": app.config.hard_payload_limit(),
+    });
+    format!("0{open}")
 }
 
 /// Close code for a client that broke the protocol.
@@ -82,10 +187,103 @@ const PROTOCOL_ERROR: u16 = 1002;
 const NORMAL: u16 = 1000;
 /// Close code for a message past the transport's size limit.
 const TOO_BIG: u16 = 1009;
+/// How long a WebSocket may take to complete an upgrade (`2probe`, `5`)
+/// before it is dropped and the session stays on polling.
+const UPGRADE_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// The socket's sending half, handed between the reader (while no client
-/// is joined) and the client's writer (while one is).
-type SharedTx = Arc<tokio::sync::Mutex<SplitSink<WebSocket, Message>>>;
+/// Where a session's packets go: a WebSocket, or the polling queue.
+enum Tx {
+    /// The WebSocket's sending half.
+    WebSocket(SplitSink<WebSocket, Message>),
+    /// The polling transport (packets wait for the next `GET`).
+    Polling(Arc<Polling>),
+}
+
+impl Tx {
+    /// Hands one packet over (buffered until `flush`); `capped`: the
+    /// polling queue may say `Busy`.
+    async fn feed(&mut self, packet: Utf8Bytes, capped: bool) -> Sent {
+        match self {
+            Tx::WebSocket(tx) => match tx.feed(Message::Text(packet)).await {
+                Ok(()) => Sent::Ok,
+                Err(_) => Sent::Closed,
+            },
+            Tx::Polling(transport) => transport.push(packet, capped),
+        }
+    }
+
+    async fn flush(&mut self) -> Sent {
+        match self {
+            Tx::WebSocket(tx) => match tx.flush().await {
+                Ok(()) => Sent::Ok,
+                Err(_) => Sent::Closed,
+            },
+            Tx::Polling(transport) => {
+                transport.wake();
+                Sent::Ok
+            }
+        }
+    }
+
+    /// One packet, now.
+    async fn send(&mut self, packet: Utf8Bytes) -> Result<(), ()> {
+        match self.feed(packet, false).await {
+            Sent::Ok => match self.flush().await {
+                Sent::Ok => Ok(()),
+                _ => Err(()),
+            },
+            _ => Err(()),
+        }
+    }
+}
+
+/// The transport's sending side, handed between the session (while no
+/// client is joined) and the client's writer (while one is); an upgrade
+/// swaps what is inside.
+type SharedTx = Arc<tokio::sync::Mutex<Tx>>;
+
+/// Where a session's packets come from.
+enum Source {
+    /// The WebSocket's receiving half.
+    WebSocket(SplitStream<WebSocket>),
+    /// The packets of the session's `POST`s, in order.
+    Polling {
+        /// What the `POST`s put in.
+        rx: mpsc::Receiver<Input>,
+        /// The transport (to hear that it broke).
+        transport: Arc<Polling>,
+    },
+}
+
+impl Source {
+    /// The next packet, or how the transport ended.
+    async fn next(&mut self) -> Result<Input, End> {
+        match self {
+            Source::WebSocket(rx) => loop {
+                match rx.next().await {
+                    Some(Ok(Message::Text(text))) => return Ok(Input::Text(text)),
+                    Some(Ok(Message::Binary(_))) => return Ok(Input::Binary),
+                    Some(Ok(Message::Close(_))) | None => return Err(End::Gone),
+                    Some(Ok(Message::Ping(_) | Message::Pong(_))) => continue,
+                    Some(Err(e)) => {
+                        tracing::debug!(error = %e, "socket.io websocket read failed");
+                        return Err(End::Close(TOO_BIG, "message too big or unreadable"));
+                    }
+                }
+            },
+            Source::Polling { rx, transport } => tokio::select! {
+                input = rx.recv() => input.ok_or(End::Gone),
+                why = transport.broken() => Err(match why {
+                    Broken::DuplicateGet => End::Close(PROTOCOL_ERROR, "a second GET"),
+                    Broken::DuplicatePost => End::Close(PROTOCOL_ERROR, "a second POST"),
+                    Broken::TooLarge => End::Close(TOO_BIG, "payload over maxPayload"),
+                    Broken::NotText => End::Close(PROTOCOL_ERROR, "a POST that is not text"),
+                    Broken::Shutdown => End::Close(GOING_AWAY, "server shutdown"),
+                }),
+            },
+        }
+    }
+}
 
 /// The heartbeat: when the next ping is due, or since when one waits for
 /// its pong.
@@ -100,7 +298,7 @@ enum Heartbeat {
 struct Joined {
     /// The dashboard's state, shared with the fan-out.
     client: Arc<Client>,
-    /// The task draining its outbox into the socket.
+    /// The task draining its outbox into the transport.
     writer: tokio::task::JoinHandle<()>,
 }
 
@@ -110,32 +308,57 @@ struct Pending {
     name: String,
     /// The client's ack id, if it asked for one.
     ack: Option<u64>,
-    /// Binary frames still to come.
+    /// Binary packets still to come.
     missing: usize,
 }
 
-/// How a connection ends.
+/// A WebSocket that asked to take over a polling session, until its `5`.
+struct Probe {
+    /// Its sending half.
+    tx: SplitSink<WebSocket, Message>,
+    /// Its receiving half.
+    rx: SplitStream<WebSocket>,
+    /// `2probe` has been answered.
+    probed: bool,
+    /// The upgrade is given up then.
+    until: Instant,
+}
+
+/// What the probing WebSocket did.
+enum ProbeStep {
+    /// A message (or its end).
+    Message(Option<Result<Message, axum::Error>>),
+    /// [`UPGRADE_TIMEOUT`] passed.
+    Expired,
+}
+
+/// How a session ends.
+#[derive(Debug, Clone, Copy)]
 enum End {
-    /// Close with this code and reason.
+    /// Close with this code and reason (a pending `GET` gets `1`).
     Close(u16, &'static str),
+    /// The client sent `1` (a pending `GET` gets a noop).
+    ClientClosed,
     /// The writer has closed it already (goodbye sent).
     Closed,
     /// The client went away.
     Gone,
 }
 
-/// One Engine.IO connection, from the open packet to the close; it may
-/// join and leave `/` more than once.
+/// One Engine.IO session, from the open packet to the close; it may join
+/// and leave `/` more than once, and move from polling to a WebSocket.
 struct Session {
     /// The gateway's handles.
     app: Arc<AppState>,
-    /// The socket's sending half.
+    /// The transport's sending side.
     tx: SharedTx,
+    /// The transport's receiving side.
+    source: Source,
     /// The Engine.IO session id (also the namespace's socket id).
     sid: String,
-    /// The upgrade request's query string (`?token=`, `?session=`).
+    /// The opening request's query string (`?token=`, `?session=`).
     query: Option<String>,
-    /// The upgrade request's headers (`Authorization: Bearer`).
+    /// The opening request's headers (`Authorization: Bearer`).
     headers: HeaderMap,
     /// The client, while it is in `/`.
     joined: Option<Joined>,
@@ -145,81 +368,75 @@ struct Session {
     heartbeat: Heartbeat,
     /// An event waiting for its binary attachments.
     pending: Option<Pending>,
-}
-
-async fn serve(app: Arc<AppState>, socket: WebSocket, query: Option<String>, headers: HeaderMap) {
-    let (tx, mut rx) = socket.split();
-    let tx: SharedTx = Arc::new(tokio::sync::Mutex::new(tx));
-    let sid = store::new_id();
-    let open = json!({
-        "sid": sid,
-        "upgrades": [],
-        "pingInterval": app.config.engineio.ping_interval_ms,
-        "pingTimeout": app.config.engineio.ping_timeout_ms,
-        "maxPayload": app.config.hard_payload_limit(),
-    });
-    if tx
-        .lock()
-        .await
-        .send(text(format!("0{open}")))
-        .await
-        .is_err()
-    {
-        return;
-    }
-    let connect_by = Instant::now() + app.config.connect_timeout();
-    let mut session = Session {
-        heartbeat: Heartbeat::PingAt(Instant::now() + app.config.engineio.ping_interval()),
-        app,
-        tx,
-        sid,
-        query,
-        headers,
-        joined: None,
-        ever_joined: false,
-        pending: None,
-    };
-    let end = session.run(&mut rx, connect_by).await;
-    session.finish(end, &mut rx).await;
+    /// A WebSocket on its way to take over from polling.
+    probe: Option<Probe>,
 }
 
 impl Session {
-    async fn run(&mut self, rx: &mut SplitStream<WebSocket>, connect_by: Instant) -> End {
+    fn new(
+        app: Arc<AppState>,
+        tx: Tx,
+        source: Source,
+        sid: String,
+        query: Option<String>,
+        headers: HeaderMap,
+    ) -> Session {
+        Session {
+            heartbeat: Heartbeat::PingAt(Instant::now() + app.config.engineio.ping_interval()),
+            app,
+            tx: Arc::new(tokio::sync::Mutex::new(tx)),
+            source,
+            sid,
+            query,
+            headers,
+            joined: None,
+            ever_joined: false,
+            pending: None,
+            probe: None,
+        }
+    }
+
+    /// Runs the session to its end.
+    async fn serve(mut self) {
+        let connect_by = Instant::now() + self.app.config.connect_timeout();
+        let end = self.run(connect_by).await;
+        self.finish(end).await;
+    }
+
+    async fn run(&mut self, connect_by: Instant) -> End {
+        enum Next {
+            Input(Result<Input, End>),
+            Probe(ProbeStep),
+            Heartbeat,
+            ConnectTimeout,
+            WriterDone,
+        }
         loop {
             let timer = match self.heartbeat {
                 Heartbeat::PingAt(at) | Heartbeat::PongBy(at) => at,
             };
             let connect_by = (!self.ever_joined).then_some(connect_by);
-            let message = tokio::select! {
-                message = rx.next() => message,
-                _ = tokio::time::sleep_until(timer) => {
-                    match self.heartbeat {
-                        Heartbeat::PingAt(_) => {
-                            self.heartbeat = Heartbeat::PongBy(Instant::now() + self.app.config.engineio.ping_timeout());
-                            if self.send("2".to_owned()).await.is_err() {
-                                return End::Gone;
-                            }
-                            continue;
-                        }
-                        Heartbeat::PongBy(_) => return End::Close(NORMAL, "ping timeout"),
+            let next = tokio::select! {
+                input = self.source.next() => Next::Input(input),
+                step = probe_step(&mut self.probe) => Next::Probe(step),
+                _ = tokio::time::sleep_until(timer) => Next::Heartbeat,
+                _ = sleep_until_some(connect_by) => Next::ConnectTimeout,
+                _ = writer_done(&mut self.joined) => Next::WriterDone,
+            };
+            let outcome = match next {
+                Next::Input(Ok(input)) => self.on_input(input).await,
+                Next::Input(Err(end)) => Err(end),
+                Next::Probe(step) => self.on_probe(step).await,
+                Next::Heartbeat => match self.heartbeat {
+                    Heartbeat::PingAt(_) => {
+                        let timeout = self.app.config.engineio.ping_timeout();
+                        self.heartbeat = Heartbeat::PongBy(Instant::now() + timeout);
+                        self.send("2".to_owned()).await.map_err(|_| End::Gone)
                     }
-                }
-                _ = sleep_until_some(connect_by) => return End::Close(NORMAL, "connect timeout"),
-                _ = writer_done(&mut self.joined) => return End::Closed,
-            };
-            let message = match message {
-                Some(Ok(message)) => message,
-                Some(Err(e)) => {
-                    tracing::debug!(error = %e, "socket.io websocket read failed");
-                    return End::Close(TOO_BIG, "message too big or unreadable");
-                }
-                None => return End::Gone,
-            };
-            let outcome = match message {
-                Message::Text(packet) => self.on_text(&packet).await,
-                Message::Binary(_) => self.on_binary(),
-                Message::Close(_) => return End::Gone,
-                Message::Ping(_) | Message::Pong(_) => Ok(()),
+                    Heartbeat::PongBy(_) => Err(End::Close(NORMAL, "ping timeout")),
+                },
+                Next::ConnectTimeout => Err(End::Close(NORMAL, "connect timeout")),
+                Next::WriterDone => Err(End::Closed),
             };
             if let Err(end) = outcome {
                 return end;
@@ -227,9 +444,32 @@ impl Session {
         }
     }
 
+    /// One packet from the client, or a WebSocket for the upgrade.
+    async fn on_input(&mut self, input: Input) -> Result<(), End> {
+        match input {
+            Input::Text(packet) => self.on_text(packet.as_str()).await,
+            Input::Binary => {
+                if let Some(joined) = self.joined.as_ref() {
+                    if joined.client.admit().is_some() {
+                        return Ok(());
+                    }
+                }
+                self.on_binary()
+            }
+            Input::Upgrade(socket) => {
+                self.start_probe(*socket).await;
+                Ok(())
+            }
+            Input::Handled(done) => {
+                let _ = done.send(());
+                Ok(())
+            }
+        }
+    }
+
     /// One Engine.IO packet.
     async fn on_text(&mut self, packet: &str) -> Result<(), End> {
-        // Every frame of a joined client, pings and malformed ones
+        // Every packet of a joined client, pings and malformed ones
         // included, passes the rate limit before it is parsed.
         if let Some(joined) = self.joined.as_ref() {
             if joined.client.admit().is_some() {
@@ -249,12 +489,12 @@ impl Session {
             Some(b'2') if packet.len() == 1 => {
                 self.send("3".to_owned()).await.map_err(|_| End::Gone)
             }
-            Some(b'1') if packet.len() == 1 => Err(End::Close(NORMAL, "closed by the client")),
+            Some(b'1') if packet.len() == 1 => Err(End::ClientClosed),
             _ => Err(End::Close(PROTOCOL_ERROR, "not an Engine.IO v4 packet")),
         }
     }
 
-    /// A binary frame: an attachment of the pending event, or a protocol
+    /// A binary packet: an attachment of the pending event, or a protocol
     /// error.
     fn on_binary(&mut self) -> Result<(), End> {
         let Some(pending) = self.pending.as_mut() else {
@@ -374,7 +614,15 @@ impl Session {
 
     /// The joined client and the task writing its outbox.
     fn start(&mut self, admission: Admission) {
-        let client = Client::connect(&self.app.sessions, admission, metrics::SOCKETIO_FAST);
+        // Packets wait in the polling queue until the client's next GET:
+        // counted like socketioxide's queue, an entry is delivered only
+        // once that many frames followed it.
+        let queue = match self.source {
+            Source::Polling { .. } => self.app.sessions.limits.transport_queue,
+            Source::WebSocket(_) => 0,
+        };
+        let client =
+            Client::connect_queued(&self.app.sessions, admission, metrics::SOCKETIO_FAST, queue);
         let sink = EioSink {
             tx: self.tx.clone(),
         };
@@ -396,25 +644,116 @@ impl Session {
     }
 
     /// Sends a packet: through the outbox while a client is joined (its
-    /// writer owns the socket then), directly otherwise.
+    /// writer owns the transport then), directly otherwise.
     async fn send(&self, packet: String) -> Result<(), ()> {
         match &self.joined {
             Some(joined) => {
                 joined.client.outbox.push(Arc::new(Frame::packet(packet)));
                 Ok(())
             }
-            None => self
-                .tx
-                .lock()
-                .await
-                .send(text(packet))
-                .await
-                .map_err(|_| ()),
+            None => self.tx.lock().await.send(Utf8Bytes::from(packet)).await,
         }
     }
 
-    /// Ends the connection as `end` says.
-    async fn finish(mut self, end: End, rx: &mut SplitStream<WebSocket>) {
+    /// A WebSocket for this session: it becomes the probe, unless the
+    /// session is not on polling or has a probe already.
+    async fn start_probe(&mut self, socket: WebSocket) {
+        let (mut tx, rx) = socket.split();
+        if self.probe.is_some() || !matches!(self.source, Source::Polling { .. }) {
+            let _ = tx.send(close(PROTOCOL_ERROR, "already upgrading")).await;
+            return;
+        }
+        self.probe = Some(Probe {
+            tx,
+            rx,
+            probed: false,
+            until: Instant::now() + UPGRADE_TIMEOUT,
+        });
+    }
+
+    /// What the probing WebSocket did: `2probe` is answered `3probe` (and
+    /// the pending `GET` a noop), `5` completes the upgrade; anything
+    /// else, its end or the timeout drop it, and the session stays on
+    /// polling.
+    async fn on_probe(&mut self, step: ProbeStep) -> Result<(), End> {
+        let Some(probe) = self.probe.as_mut() else {
+            return Ok(());
+        };
+        let text = match step {
+            ProbeStep::Message(Some(Ok(Message::Text(text)))) => Some(text),
+            ProbeStep::Message(Some(Ok(Message::Ping(_) | Message::Pong(_)))) => return Ok(()),
+            _ => None,
+        };
+        match text.as_ref().map(Utf8Bytes::as_str) {
+            Some("2probe") if !probe.probed => {
+                let answered = probe.tx.send(text_message("3probe")).await.is_ok();
+                if answered {
+                    probe.probed = true;
+                    if let Some(transport) = self.polling() {
+                        transport.probed(true);
+                    }
+                    return Ok(());
+                }
+            }
+            Some("5") if probe.probed => return self.complete_upgrade().await,
+            _ => {}
+        }
+        if let Some(mut probe) = self.probe.take() {
+            let _ = probe.tx.send(close(PROTOCOL_ERROR, "upgrade failed")).await;
+        }
+        if let Some(transport) = self.polling() {
+            transport.probed(false);
+        }
+        Ok(())
+    }
+
+    /// The polling transport, while the session is on it.
+    fn polling(&self) -> Option<Arc<Polling>> {
+        match &self.source {
+            Source::Polling { transport, .. } => Some(transport.clone()),
+            Source::WebSocket(_) => None,
+        }
+    }
+
+    /// `5`: what the last `POST` brought is handled, what waited for a
+    /// `GET` goes out on the WebSocket, and the WebSocket is the
+    /// transport from now on (polling requests for the sid get 400).
+    async fn complete_upgrade(&mut self) -> Result<(), End> {
+        let Some(probe) = self.probe.take() else {
+            return Ok(());
+        };
+        let mut early = Vec::new();
+        if let Source::Polling { rx, .. } = &mut self.source {
+            while let Ok(input) = rx.try_recv() {
+                early.push(input);
+            }
+        }
+        for input in early {
+            self.on_input(input).await?;
+        }
+        let Some(transport) = self.polling() else {
+            return Ok(());
+        };
+        let Probe { tx: mut ws, rx, .. } = probe;
+        {
+            // Under the lock, so the writer cannot slip a frame in between.
+            let mut tx = self.tx.lock().await;
+            for packet in transport.upgraded() {
+                if ws.feed(Message::Text(packet)).await.is_err() {
+                    return Err(End::Gone);
+                }
+            }
+            if ws.flush().await.is_err() {
+                return Err(End::Gone);
+            }
+            *tx = Tx::WebSocket(ws);
+        }
+        self.source = Source::WebSocket(rx);
+        Ok(())
+    }
+
+    /// Ends the session as `end` says.
+    async fn finish(mut self, end: End) {
         let writer_closed = matches!(end, End::Closed);
         if let Some(joined) = self.joined.take() {
             joined.client.gone();
@@ -423,23 +762,60 @@ impl Session {
                 let _ = tokio::time::timeout(writer::GOODBYE_PATIENCE * 2, joined.writer).await;
             }
         }
-        match end {
-            End::Close(code, reason) => {
-                let frame = Message::Close(Some(CloseFrame {
-                    code,
-                    reason: Utf8Bytes::from_static(reason),
-                }));
+        if let Some(mut probe) = self.probe.take() {
+            let _ = probe.tx.send(close(NORMAL, "session closed")).await;
+        }
+        match &mut self.source {
+            Source::Polling { transport, .. } => {
+                transport.end(if matches!(end, End::ClientClosed) {
+                    "6"
+                } else {
+                    "1"
+                });
+                let shutdown = matches!(end, End::Close(GOING_AWAY, _));
+                if writer_closed || shutdown {
+                    // The goodbye is queued: let the next GET fetch it.
+                    let _ =
+                        tokio::time::timeout(writer::GOODBYE_PATIENCE, transport.delivered()).await;
+                }
+                self.app.polling.remove(&self.sid);
+            }
+            Source::WebSocket(rx) => {
+                // (A session that started on polling stays in the table
+                // until now.)
+                self.app.polling.remove(&self.sid);
+                let (code, reason) = match end {
+                    End::Close(code, reason) => (code, reason),
+                    End::ClientClosed => (NORMAL, "closed by the client"),
+                    End::Closed => {
+                        await_close_answer(rx).await;
+                        return;
+                    }
+                    End::Gone => return,
+                };
                 let sent = tokio::time::timeout(writer::GOODBYE_PATIENCE, async {
-                    self.tx.lock().await.send(frame).await
+                    match &mut *self.tx.lock().await {
+                        Tx::WebSocket(tx) => tx.send(close(code, reason)).await.is_ok(),
+                        Tx::Polling(_) => false,
+                    }
                 })
                 .await;
-                if matches!(sent, Ok(Ok(()))) {
+                if matches!(sent, Ok(true)) {
                     await_close_answer(rx).await;
                 }
             }
-            End::Closed => await_close_answer(rx).await,
-            End::Gone => {}
         }
+    }
+}
+
+/// The probe's next step; never without a probe.
+async fn probe_step(probe: &mut Option<Probe>) -> ProbeStep {
+    match probe {
+        Some(probe) => tokio::select! {
+            message = probe.rx.next() => ProbeStep::Message(message),
+            _ = tokio::time::sleep_until(probe.until) => ProbeStep::Expired,
+        },
+        None => std::future::pending().await,
     }
 }
 
@@ -473,45 +849,34 @@ pub(crate) fn oversize_event(text: &str) -> Option<Option<u64>> {
     Some(rest[..digits].parse().ok())
 }
 
-/// The client's writer end of the socket: Socket.IO packets, `41` and a
-/// close frame to end.
+/// The client's writer end of the transport: Socket.IO packets, then `41`
+/// and (on a WebSocket) a close frame to end.
 struct EioSink {
-    /// The socket's sending half, shared with the session.
+    /// The transport's sending side, shared with the session.
     tx: SharedTx,
 }
 
 impl FrameSink for EioSink {
     async fn send(&mut self, frame: &Frame) -> Sent {
-        match self
-            .tx
-            .lock()
-            .await
-            .feed(Message::Text(frame.sio_text()))
-            .await
-        {
-            Ok(()) => Sent::Ok,
-            Err(_) => Sent::Closed,
-        }
+        self.tx.lock().await.feed(frame.sio_text(), true).await
     }
 
     async fn flush(&mut self) -> Sent {
-        match self.tx.lock().await.flush().await {
-            Ok(()) => Sent::Ok,
-            Err(_) => Sent::Closed,
-        }
+        self.tx.lock().await.flush().await
     }
 
     async fn close(&mut self) {
         // `41` before the close makes socket.io-client report "io server
-        // disconnect" (and not reconnect by itself).
+        // disconnect" (and not reconnect by itself). On polling, the
+        // session ends the transport (`1`) once the writer is done.
         let mut tx = self.tx.lock().await;
-        let _ = tx.feed(text("41".to_owned())).await;
-        let _ = tx
-            .send(Message::Close(Some(CloseFrame {
-                code: GOING_AWAY,
-                reason: Utf8Bytes::from_static("disconnected"),
-            })))
-            .await;
+        let _ = tx.feed(Utf8Bytes::from_static("41"), false).await;
+        match &mut *tx {
+            Tx::WebSocket(ws) => {
+                let _ = ws.send(close(GOING_AWAY, "disconnected")).await;
+            }
+            Tx::Polling(transport) => transport.wake(),
+        }
     }
 }
 
@@ -519,8 +884,15 @@ impl FrameSink for EioSink {
 /// consumer, token expiry).
 const GOING_AWAY: u16 = 1001;
 
-fn text(s: String) -> Message {
-    Message::Text(Utf8Bytes::from(s))
+fn close(code: u16, reason: &'static str) -> Message {
+    Message::Close(Some(CloseFrame {
+        code,
+        reason: Utf8Bytes::from_static(reason),
+    }))
+}
+
+fn text_message(s: &'static str) -> Message {
+    Message::Text(Utf8Bytes::from_static(s))
 }
 
 #[cfg(test)]

@@ -1,6 +1,6 @@
 //! The test gateway ([`spawn_app`]) and the clients that talk to it: plain
 //! WebSocket ([`Ws`]), Engine.IO over WebSocket ([`Eio`]) and one-shot HTTP
-//! ([`get`]).
+//! ([`get`], [`request`]: also Engine.IO long-polling).
 
 use futures::{SinkExt, StreamExt};
 use gateway::auth::Minter;
@@ -225,17 +225,29 @@ impl Eio {
 
 /// A GET over a fresh connection: (status, body).
 pub async fn get(app: &TestApp, path: &str, headers: &[(&str, &str)]) -> (u16, String) {
-    let mut tcp = within("tcp connect", TcpStream::connect(app.addr))
+    request(app.addr, "GET", path, headers, "").await
+}
+
+/// One request over a fresh connection: (status, body).
+pub async fn request(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: &str,
+) -> (u16, String) {
+    let mut tcp = within("tcp connect", TcpStream::connect(addr))
         .await
         .expect("tcp connect");
     let mut request = format!(
-        "GET {path} HTTP/1.1\r\nHost: {}\r\nConnection: close\r\n",
-        app.addr
+        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\nContent-Length: {}\r\n",
+        body.len()
     );
     for (name, value) in headers {
         request.push_str(&format!("{name}: {value}\r\n"));
     }
     request.push_str("\r\n");
+    request.push_str(body);
     tcp.write_all(request.as_bytes()).await.expect("write");
     let mut response = Vec::new();
     within("the response", tcp.read_to_end(&mut response))
