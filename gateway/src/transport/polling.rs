@@ -335,15 +335,20 @@ impl Polling {
             return None;
         }
         let mut packets: Vec<&str> = state.queue.iter().map(|p| p.as_str()).collect();
-        if let Some(last) = state.last {
-            packets.push(last);
-        } else if state.upgrading {
-            packets.push("6");
+        // `last` goes out alone, in the GET after the queued packets:
+        // socket.io-client handles the packets of a payload a tick later
+        // than a close (`1`), so a goodbye (`42["disconnected",…]`, `41`)
+        // sharing its payload would be dropped as "transport close".
+        let ended = packets.is_empty() && state.last.is_some();
+        match state.last {
+            Some(last) if ended => packets.push(last),
+            Some(_) => {}
+            None if state.upgrading => packets.push("6"),
+            None => {}
         }
         let body = packets.join("\u{1e}");
         state.queue.clear();
         state.bytes = 0;
-        let ended = state.last.is_some();
         state.delivered |= ended;
         drop(state);
         if ended {
@@ -475,6 +480,21 @@ mod tests {
         assert_eq!(polling.take(), None);
         polling.end("1");
         assert_eq!(polling.push(Utf8Bytes::from("2"), true), Sent::Closed);
+        assert_eq!(polling.take().as_deref(), Some("1"));
+        polling.delivered().await;
+    }
+
+    #[tokio::test]
+    async fn the_close_packet_never_shares_a_payload_with_a_goodbye() {
+        let (polling, _rx) = Polling::new();
+        polling.push(Utf8Bytes::from("42[\"disconnected\",{}]"), false);
+        polling.push(Utf8Bytes::from("41"), false);
+        polling.end("1");
+        assert_eq!(
+            polling.take().as_deref(),
+            Some("42[\"disconnected\",{}]\u{1e}41")
+        );
+        assert!(!polling.lock().delivered, "the close is still to go");
         assert_eq!(polling.take().as_deref(), Some("1"));
         polling.delivered().await;
     }
