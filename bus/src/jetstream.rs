@@ -211,11 +211,8 @@ fn stream_config(prefix: &str, kind: StreamKind, limits: &StreamLimits) -> Strea
     }
 }
 
-/// How long one pull of a state consumer waits (see `consume`).
-const STATE_PULL_EXPIRES: Duration = Duration::from_secs(30);
-
-/// How long one pull of an events consumer waits (see `consume`).
-const ORDERED_PULL_EXPIRES: Duration = Duration::from_secs(2);
+/// How long one pull of a consumer waits (see `consume`).
+const PULL_EXPIRES: Duration = Duration::from_secs(30);
 
 /// How long one JetStream API request of a reader may go unanswered.
 const CONSUMER_REQUEST_TIMEOUT: Duration = Duration::from_secs(2);
@@ -343,17 +340,15 @@ impl NatsBus {
             deliver_policy,
             // Pulls expire after this and the server heartbeats at half
             // of it: two missed heartbeats make async-nats recreate the
-            // consumer. With its default (30 s), an events consumer that
-            // lived on a cluster node that died stays silent for half a
-            // minute. The state stream keeps the default: an expired pull
-            // is renewed only when a busy reader polls again, and the
-            // quotes published in that gap are superseded in a stream
-            // that keeps one per subject (the benchmark lost up to 48 %
-            // of quotes at 1,000-6,000 clients with 2 s).
-            max_expires: match kind {
-                StreamKind::Events => ORDERED_PULL_EXPIRES,
-                StreamKind::State => STATE_PULL_EXPIRES,
-            },
+            // consumer. Shorter is worse: an expired pull is renewed only
+            // when a busy reader polls again, so quotes published in that
+            // gap are superseded in a stream that keeps one per subject
+            // (the benchmark lost up to 48 % of quotes with 2 s), and a
+            // reader busy for two heartbeats has its consumer recreated
+            // (with 2 s, a gateway under a reconnect storm stopped reading
+            // logs for seconds). A consumer that lived on a cluster node
+            // that died is the gateway's stall watch's to notice.
+            max_expires: PULL_EXPIRES,
             ..Default::default()
         };
         let mut attempts = 0;

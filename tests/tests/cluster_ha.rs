@@ -290,20 +290,25 @@ fn an_events_feed_never_goes_back_in_the_stream() {
                 .await
                 .expect("stored");
         }
-        // Either the feed ended (its reader reopens it), or it goes on
-        // from seq 6.
-        match tokio::time::timeout(Duration::from_secs(10), feed.next()).await {
+        // async-nats recreates the lost consumer from the stream's first
+        // message after it missed two heartbeat windows (the bus's pulls
+        // expire after 30 s; a window is twice the 15 s heartbeat: about a
+        // minute). Either the feed ended then (its reader reopens it), or
+        // it goes on from seq 6. (The gateway's relay does not wait that
+        // long: its stall watch reopens the feed; see the next test.)
+        match tokio::time::timeout(Duration::from_secs(80), feed.next()).await {
             Ok(Some(msg)) => assert_eq!(msg.seq, Some(6)),
             Ok(None) => {}
-            Err(_) => panic!("the feed neither ended nor delivered seq 6 within 10 s"),
+            Err(_) => panic!("the feed neither ended nor delivered seq 6 within 80 s"),
         }
     });
 }
 
-/// The gateway's events consumer is removed before it delivered anything:
-/// the relay reopens its feed (quotes alone going on would hide that logs
-/// stopped), and a client gets the logs published after, in order, without
-/// the older ones.
+/// The gateway's events consumer is removed before it delivered anything
+/// (as when the cluster node holding it dies): once logs are stored again
+/// and the relay reads none, its stall watch reopens the feed (quotes alone
+/// going on would hide that logs stopped), and a client gets the logs
+/// published after, in order, without the older ones.
 #[test]
 fn the_relay_reopens_its_feed_when_the_events_consumer_goes_back() {
     use bus::{NatsBus, NatsOptions, StreamLimits};
@@ -364,7 +369,7 @@ fn the_relay_reopens_its_feed_when_the_events_consumer_goes_back() {
             stream.delete_consumer(name).await.expect("deleted");
         }
     });
-    // async-nats recreates the consumer after two missed heartbeats.
+    // A quiet account: the stream does not move, there is nothing to miss.
     let until = Instant::now() + Duration::from_secs(6);
     while Instant::now() < until {
         ws.next(Duration::from_millis(200));

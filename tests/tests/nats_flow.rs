@@ -99,7 +99,19 @@ fn socketio_flow(spawn: fn(&Plan) -> SioClient, transports: Option<&[&str]>) {
     }
     assert_greeting(&t.first("connected").data);
     let subscribed = &t.first("subscribed").data;
-    assert_eq!(*subscribed, json!({ "channels": CHANNELS }));
+    assert_eq!(subscribed["channels"], json!(CHANNELS));
+    // Where the logs and signals subscriptions start: every entry after it
+    // comes live, none at or before it.
+    for (channel, event) in [("logs", "logs_update"), ("signals", "signals_update")] {
+        let after = subscribed["live_after"][channel]
+            .as_u64()
+            .unwrap_or_else(|| panic!("no live_after.{channel}: {subscribed}"));
+        let first = t.first(event).data["seq"].as_u64().expect("seq");
+        assert!(
+            first > after,
+            "{event} {first} is at or before live_after {after}"
+        );
+    }
     assert_eq!(t.first("ack:subscribe").data, *subscribed, "ack = reply");
     let heartbeat_ack = &t.first("heartbeat_ack").data;
     assert_heartbeat_ack(heartbeat_ack);
@@ -182,7 +194,8 @@ fn plain_websocket_flow(path: &str) {
 
     ws.send_event("subscribe", json!({ "channels": CHANNELS }));
     let subscribed = ws.wait_event("subscribed", WAIT);
-    assert_eq!(subscribed, json!({ "channels": CHANNELS }));
+    assert_eq!(subscribed["channels"], json!(CHANNELS));
+    assert!(subscribed["live_after"]["logs"].is_u64(), "{subscribed}");
     for event in DATA_EVENTS {
         ws.wait_event(event, WAIT);
     }

@@ -357,9 +357,9 @@ fn storm_section(out: &mut String, lines: &[Value]) {
          SIGKILLed and every member reconnects to the survivor at once with its session \
          id. `all live s`: from the kill until the last member received an entry newer \
          than everything stored when its resumed `connected` arrived. `lost`: entries \
-         stored after a member's `subscribed` that it never received (must be 0). \
-         `stale`: entries stored more than 1 s before a member asked to subscribe that \
-         still reached it (must be 0). `dup s`: the most duplicates one member got, in \
+         after the `live_after.logs` of a member's `subscribed` that it never received \
+         (must be 0). `stale`: entries at or before it that still reached the member \
+         (must be 0). `dup s`: the most duplicates one member got, in \
          seconds of log traffic. Observer p99: quote latency of the survivor's own \
          dashboards before the kill and during the storm.\n"
     );

@@ -13,10 +13,10 @@
 //!
 //! Reported: seconds until every member is live again (it has received an
 //! entry newer than everything stored when its resumed `connected`
-//! arrived), entries lost (stored after the member's `subscribed` and never
-//! received: must be 0), duplicates (also as seconds of log traffic per
-//! member), stale entries (stored more than [`STALE_SLACK`] before the
-//! member asked to subscribe and still sent to it: must be 0), explicit
+//! arrived), entries lost (after the `live_after.logs` of the member's
+//! `subscribed` and never received: must be 0), duplicates (also as
+//! seconds of log traffic per member), stale entries (at or before
+//! `live_after.logs` and still sent to it: must be 0), explicit
 //! `RESUME_GAP`s, the survivor's RSS before the kill and its peak during
 //! the storm, and the observers' quote latency before and during the storm.
 
@@ -83,6 +83,13 @@ struct Member {
     logs: Vec<u64>,
     gaps: usize,
     reconnects: usize,
+    /// The `last_seq` it reported when it resumed (the newest entry held).
+    reported: Option<u64>,
+    /// When its resumed `connected` arrived.
+    resumed_us: u64,
+    /// The `live_after.logs` of its `subscribed`: every entry after it is
+    /// owed to the member, none at or before it.
+    live_after: Option<u64>,
 }
 
 /// State the tasks share.
@@ -195,12 +202,12 @@ pub async fn run(plan: Plan) -> Result<Value, String> {
     let mut out = Totals::default();
     let mut live_s = Vec::new();
     let mut dup_max = 0usize;
-    for slot in &results {
+    for (i, slot) in results.iter().enumerate() {
         let m = slot.lock().unwrap_or_else(|p| p.into_inner());
         if !m.ready {
             continue;
         }
-        out.add(&m, &stored);
+        out.add(i, &m, &stored, kill_us);
         dup_max = dup_max.max(m.logs.len() - distinct(&m.logs));
         if let Some(live) = m.live_us {
             live_s.push(live.saturating_sub(kill_us) as f64 / 1e6);
@@ -233,6 +240,8 @@ pub async fn run(plan: Plan) -> Result<Value, String> {
         "all_live_s": live_s.last().copied().map(round3),
         "live_p50_s": live_s.get(live_s.len() / 2).copied().map(round3),
         "lost": out.lost,
+        "lost_before_kill": out.lost_before_kill,
+        "lost_sample": out.lost_sample,
         "duplicates": out.duplicates,
         "duplicates_max_per_member": dup_max,
         "duplicates_max_s_of_traffic": round3(dup_max as f64 / p.log_rate.max(1e-9)),
@@ -250,6 +259,13 @@ pub async fn run(plan: Plan) -> Result<Value, String> {
 struct Totals {
     resumed: usize,
     lost: u64,
+    /// Lost entries older than what the member said it held when it
+    /// resumed: skipped while it was live on the victim, not by the resume.
+    lost_before_kill: u64,
+    /// A few lost entries, to tell where they went: member, seq, ms
+    /// from the kill to its storage, ms from the kill to the member's
+    /// resumed `connected`, the `last_seq` it reported.
+    lost_sample: Vec<Value>,
     duplicates: u64,
     stale: u64,
     gaps: usize,
@@ -257,7 +273,7 @@ struct Totals {
 }
 
 impl Totals {
-    fn add(&mut self, m: &Member, stored: &[Stored]) {
+    fn add(&mut self, i: usize, m: &Member, stored: &[Stored], kill_us: u64) {
         self.resumed += usize::from(m.resumed);
         self.gaps += m.gaps;
         self.reconnects += m.reconnects;
@@ -267,10 +283,29 @@ impl Totals {
             .subscribe_sent_us
             .saturating_sub(STALE_SLACK.as_micros() as u64);
         for s in stored {
-            if s.at_us > m.subscribed_us && !got.contains(&s.seq) {
+            // Where the subscription started, when the gateway said; else
+            // when the member learnt it had.
+            let (owed, before_start) = match m.live_after {
+                Some(after) => (s.seq > after, s.seq <= after),
+                None => (s.at_us > m.subscribed_us, s.at_us < stale_before),
+            };
+            if owed && !got.contains(&s.seq) {
                 self.lost += 1;
+                if m.reported.is_some_and(|r| s.seq < r) {
+                    self.lost_before_kill += 1;
+                }
+                if self.lost_sample.len() < 30 {
+                    let ms = |us: u64| (us as i64 - kill_us as i64) / 1000;
+                    self.lost_sample.push(json!([
+                        i,
+                        s.seq,
+                        ms(s.at_us),
+                        ms(m.resumed_us),
+                        m.reported
+                    ]));
+                }
             }
-            if s.at_us < stale_before && got.contains(&s.seq) {
+            if before_start && got.contains(&s.seq) {
                 self.stale += 1;
             }
         }
@@ -377,6 +412,7 @@ async fn member(storm: Arc<Storm>, i: usize, slot: Arc<Mutex<Member>>) {
         // over (a reset discards it) is replayed too.
         let auth = match (&session, last_log) {
             (Some(s), Some(seq)) => {
+                slot.lock().unwrap_or_else(|p| p.into_inner()).reported = Some(seq);
                 json!({"token": token, "session": s, "last_seq": {"logs": seq}})
             }
             (Some(s), None) => json!({"token": token, "session": s}),
@@ -441,6 +477,9 @@ async fn serve(storm: &Storm, slot: &Mutex<Member>, ws: &mut Ws, first: bool) {
                         } else if storm.killed.load(Relaxed) {
                             let mut m = slot.lock().unwrap_or_else(|p| p.into_inner());
                             m.resumed |= data["resumed"] == true;
+                            if m.resumed_us == 0 {
+                                m.resumed_us = now_us();
+                            }
                             if m.resume_frontier.is_none() {
                                 m.resume_frontier = Some(storm.frontier.load(Relaxed));
                             }
@@ -451,6 +490,7 @@ async fn serve(storm: &Storm, slot: &Mutex<Member>, ws: &mut Ws, first: bool) {
                         if !m.ready {
                             m.ready = true;
                             m.subscribed_us = now_us();
+                            m.live_after = data["live_after"]["logs"].as_u64();
                             storm.ready.fetch_add(1, Relaxed);
                         }
                     }
@@ -553,7 +593,7 @@ mod tests {
             ..Member::default()
         };
         let mut t = Totals::default();
-        t.add(&m, &stored);
+        t.add(0, &m, &stored, 0);
         assert_eq!((t.lost, t.stale, t.duplicates), (1, 1, 1));
     }
 }

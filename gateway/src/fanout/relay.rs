@@ -18,7 +18,7 @@ use protocol::{Channel, Route, SubjectScheme};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
-use tokio::sync::Notify;
+use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
 /// Whether the relay is reading the bus right now (readiness needs it).
@@ -88,13 +88,13 @@ impl Relay {
             Bus::Nats(nats) => Some(nats.connections()),
             Bus::Memory(_) => None,
         };
-        let stalled = Arc::new(Notify::new());
+        let (stall_tx, mut stalled) = watch::channel(0);
         if let Bus::Nats(nats) = &self.bus {
             tokio::spawn(stall::watch(
                 nats.clone(),
                 self.scheme.prefix().to_string(),
                 self.marks.clone(),
-                stalled.clone(),
+                stall_tx.clone(),
                 shutdown.child_token(),
             ));
         }
@@ -116,6 +116,8 @@ impl Relay {
                 }
             };
             retry = Duration::from_millis(200);
+            let feed_no = self.marks.opened();
+            stalled.borrow_and_update();
             self.feed_up.set(true);
             tracing::info!(bus = self.bus.kind(), "relay reading the bus");
             loop {
@@ -125,8 +127,13 @@ impl Relay {
                         tracing::info!("bus reconnected; reopening the feed");
                         break;
                     }
-                    // The watch logged why.
-                    _ = stalled.notified() => break,
+                    // The watch logged why (a request about an older feed
+                    // is stale).
+                    Ok(()) = stalled.changed() => {
+                        if *stalled.borrow_and_update() == feed_no {
+                            break;
+                        }
+                    }
                     ((account, _), frame) = self.throttle.released() => {
                         let n = self.rooms.fan_out(&account, Channel::Quotes, frame);
                         metrics::frames_queued(n);
@@ -318,8 +325,8 @@ mod tests {
             max_age: Duration::from_secs(60),
         }));
         let outbox = Arc::new(Outbox::new(100, 0));
-        rooms.join("demo", Channel::Quotes, 1, &outbox);
-        rooms.join("demo", Channel::Logs, 1, &outbox);
+        crate::fanout::rooms::tests::join1(&rooms, "demo", Channel::Quotes, 1, &outbox);
+        crate::fanout::rooms::tests::join1(&rooms, "demo", Channel::Logs, 1, &outbox);
         let shutdown = CancellationToken::new();
         let relay = Relay::new(
             Bus::Memory(mem.clone()),

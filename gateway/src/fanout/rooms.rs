@@ -183,23 +183,42 @@ impl Rooms {
             .clone()
     }
 
-    /// Adds a member and queues the channel's current value(s) for it.
-    /// Returns the last `seq` published on the channel before the join (0
-    /// for state channels, or when there has been none): the member gets
-    /// every entry after it.
-    pub fn join(&self, account: &str, channel: Channel, id: ClientId, outbox: &Arc<Outbox>) -> u64 {
+    /// Adds a member to `channels` at once and queues their current
+    /// values for it. `before` runs first, under the room's lock, with the
+    /// last `seq` published on each channel before the join (0 for state
+    /// channels, or when there has been none; the member gets every entry
+    /// after it): what it queues (the `subscribed` reply) comes before any
+    /// snapshot or live frame.
+    pub fn join(
+        &self,
+        account: &str,
+        channels: &[Channel],
+        id: ClientId,
+        outbox: &Arc<Outbox>,
+        before: impl FnOnce(&[(Channel, u64)]),
+    ) {
         let room = self.room(account);
         let mut inner = room.lock();
-        let member = Member {
-            outbox: outbox.clone(),
-            backlog: None,
-            max_held: 0,
-        };
-        inner.members[channel.index()].insert(id, member);
-        for frame in inner.snapshot(channel) {
-            outbox.push(frame);
+        let mut starts = Vec::with_capacity(channels.len());
+        for &channel in channels {
+            let member = Member {
+                outbox: outbox.clone(),
+                backlog: None,
+                max_held: 0,
+            };
+            inner.members[channel.index()].insert(id, member);
+            let last = match channel.is_state() {
+                true => 0,
+                false => inner.last_seq[channel.index()].max(self.feed_start()),
+            };
+            starts.push((channel, last));
         }
-        inner.last_seq[channel.index()].max(self.feed_start())
+        before(&starts);
+        for &channel in channels {
+            for frame in inner.snapshot(channel) {
+                outbox.push(frame);
+            }
+        }
     }
 
     /// Records where the relay's feed opened (the events stream's last
@@ -354,8 +373,21 @@ impl Rooms {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
+
+    /// Joins one channel; the `seq` it starts after.
+    pub(crate) fn join1(
+        r: &Rooms,
+        account: &str,
+        c: Channel,
+        id: ClientId,
+        o: &Arc<Outbox>,
+    ) -> u64 {
+        let mut start = 0;
+        r.join(account, &[c], id, o, |s| start = s[0].1);
+        start
+    }
 
     fn rooms() -> Rooms {
         Rooms::new(HistoryLimits {
@@ -375,7 +407,7 @@ mod tests {
         r.publish("a", Channel::Quotes, quote("EURUSD", 1.0));
         r.publish("a", Channel::Quotes, quote("GBPUSD", 2.0));
         let o = Arc::new(Outbox::new(10, 0));
-        r.join("a", Channel::Quotes, 1, &o);
+        join1(&r, "a", Channel::Quotes, 1, &o);
         assert_eq!(o.len(), 2);
         assert_eq!(r.publish("a", Channel::Quotes, quote("EURUSD", 1.1)), 1);
         let got: Vec<_> = std::iter::from_fn(|| o.pop())
@@ -395,14 +427,14 @@ mod tests {
         let r = rooms();
         let log = |seq| Arc::new(Frame::from_bus(Channel::Logs, None, b"{}", Some(seq)).unwrap());
         let o = Arc::new(Outbox::new(10, 0));
-        assert_eq!(r.join("a", Channel::Logs, 1, &o), 0);
+        assert_eq!(join1(&r, "a", Channel::Logs, 1, &o), 0);
         r.publish("a", Channel::Logs, log(7));
         let signal = Frame::from_bus(Channel::Signals, None, b"{}", Some(8)).unwrap();
         r.publish("a", Channel::Signals, Arc::new(signal));
         let late = Arc::new(Outbox::new(10, 0));
-        assert_eq!(r.join("a", Channel::Logs, 2, &late), 7);
-        assert_eq!(r.join("a", Channel::Signals, 2, &late), 8);
-        assert_eq!(r.join("a", Channel::Quotes, 2, &late), 0);
+        assert_eq!(join1(&r, "a", Channel::Logs, 2, &late), 7);
+        assert_eq!(join1(&r, "a", Channel::Signals, 2, &late), 8);
+        assert_eq!(join1(&r, "a", Channel::Quotes, 2, &late), 0);
         assert!(late.is_empty(), "no history is queued for a joiner");
     }
 
@@ -410,7 +442,7 @@ mod tests {
     fn accounts_and_channels_are_isolated() {
         let r = rooms();
         let o = Arc::new(Outbox::new(10, 0));
-        r.join("a", Channel::Quotes, 1, &o);
+        join1(&r, "a", Channel::Quotes, 1, &o);
         assert_eq!(r.publish("b", Channel::Quotes, quote("EURUSD", 1.0)), 0);
         let log = Arc::new(Frame::from_bus(Channel::Logs, None, b"{}", Some(1)).unwrap());
         assert_eq!(r.publish("a", Channel::Logs, log), 0);
@@ -448,11 +480,15 @@ mod tests {
         let o = Arc::new(Outbox::new(10, 0));
         r.set_feed_start(300);
         r.set_feed_start(999);
-        assert_eq!(r.join("a", Channel::Logs, 1, &o), 300, "not 0: everything");
+        assert_eq!(
+            join1(&r, "a", Channel::Logs, 1, &o),
+            300,
+            "not 0: everything"
+        );
         assert_eq!(r.last_seq("a", Channel::Signals), 300);
         let log = Arc::new(Frame::from_bus(Channel::Logs, None, b"{}", Some(301)).unwrap());
         r.publish("a", Channel::Logs, log);
-        assert_eq!(r.join("a", Channel::Logs, 2, &o), 301);
+        assert_eq!(join1(&r, "a", Channel::Logs, 2, &o), 301);
     }
 
     #[test]

@@ -20,26 +20,39 @@ impl Client {
             }
         };
         let wanted = self.vet(names);
-        let payload = json!({ "channels": wanted.iter().map(|c| c.name()).collect::<Vec<_>>() });
-        // The reply goes out before the snapshots the joins queue.
-        self.reply("subscribed", &payload);
         let mut joined = self.joined();
-        for channel in wanted {
-            if !joined[channel.index()] {
-                joined[channel.index()] = true;
-                // Held across the join so that nothing written meanwhile
-                // is counted before the session's starting point.
-                let mut delivery = self.delivery();
-                let last =
-                    self.handles
-                        .rooms
-                        .join(&self.identity.account, channel, self.id, &self.outbox);
-                if !channel.is_state() {
+        let joining: Vec<Channel> = wanted
+            .iter()
+            .copied()
+            .filter(|c| !std::mem::replace(&mut joined[c.index()], true))
+            .collect();
+        let mut payload =
+            json!({ "channels": wanted.iter().map(|c| c.name()).collect::<Vec<_>>() });
+        // Held across the join so that nothing written meanwhile is counted
+        // before the session's starting point.
+        let mut delivery = self.delivery();
+        self.handles.rooms.join(
+            &self.identity.account,
+            &joining,
+            self.id,
+            &self.outbox,
+            |starts| {
+                // Where each log or signal channel starts (`live_after`:
+                // every entry after it comes live, so a dashboard can read
+                // what came before with no gap and no overlap). The reply
+                // goes out before the snapshots and any live frame.
+                let mut live_after = serde_json::Map::new();
+                for &(channel, last) in starts.iter().filter(|(c, _)| !c.is_state()) {
                     // Entries up to the join are not this session's.
                     delivery.start_at(channel, last, last);
+                    live_after.insert(channel.name().to_owned(), last.into());
                 }
-            }
-        }
+                if !live_after.is_empty() {
+                    payload["live_after"] = Value::Object(live_after);
+                }
+                self.reply("subscribed", &payload);
+            },
+        );
         payload
     }
 

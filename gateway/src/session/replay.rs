@@ -60,7 +60,7 @@ impl Client {
                 if channel.is_state() {
                     self.handles
                         .rooms
-                        .join(account, channel, self.id, &self.outbox);
+                        .join(account, &[channel], self.id, &self.outbox, |_| {});
                 } else {
                     let (after, floor) = match channel {
                         Channel::Logs => (record.logs_seq, record.logs_floor),
