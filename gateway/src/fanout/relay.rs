@@ -125,12 +125,14 @@ impl Relay {
                     _ = shutdown.cancelled() => return,
                     _ = changed(&mut reconnects) => {
                         tracing::info!("bus reconnected; reopening the feed");
+                        metrics::feed_reopened("reconnect");
                         break;
                     }
                     // The watch logged why (a request about an older feed
                     // is stale).
                     Ok(()) = stalled.changed() => {
                         if *stalled.borrow_and_update() == feed_no {
+                            metrics::feed_reopened("stall");
                             break;
                         }
                     }
@@ -142,6 +144,7 @@ impl Relay {
                         Some(msg) => self.handle(msg),
                         None => {
                             tracing::warn!("relay feed ended; reopening");
+                            metrics::feed_reopened("ended");
                             self.feed_up.set(false);
                             break;
                         }

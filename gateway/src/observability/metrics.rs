@@ -63,6 +63,12 @@ pub fn bus_message_rejected(reason: &'static str) {
     ::metrics::counter!("gateway_bus_messages_rejected_total", "reason" => reason).increment(1);
 }
 
+/// The relay reopened its bus feed: `reconnect` (the NATS client came back),
+/// `stall` (the stall watch), `ended` (the feed ended by itself).
+pub fn feed_reopened(reason: &'static str) {
+    ::metrics::counter!("gateway_bus_feed_reopens_total", "reason" => reason).increment(1);
+}
+
 pub fn frames_queued(n: usize) {
     ::metrics::counter!("gateway_frames_queued_total").increment(n as u64);
 }
