@@ -2,9 +2,9 @@
 //! and asks the relay to reopen it.
 //!
 //! async-nats recreates an ordered consumer that lived on a cluster node
-//! that died, but only after two missed heartbeats (30 s with the pull
-//! expiry the bus uses), quietly, and with a backoff that grows to 10 s per
-//! attempt; in CI a gateway once read no log for 40 s after a node died
+//! that died, but only after it missed heartbeats twice (about a minute
+//! with the 30 s pull expiry the bus uses), quietly, and with a backoff
+//! that grows to 10 s per attempt; in CI a gateway once read no log for 40 s after a node died
 //! while the other replica, on the same cluster, had them all. The relay
 //! cannot tell a quiet account from a stuck consumer by itself, so this
 //! task compares what the relay read with where each stream stands: a
