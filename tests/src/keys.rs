@@ -26,16 +26,7 @@ pub struct KeyPair {
 }
 
 fn openssl(args: &[&str]) -> String {
-    let out = Command::new("openssl")
-        .args(args)
-        .output()
-        .unwrap_or_else(|e| panic!("cannot run openssl (is it installed?): {e}"));
-    assert!(
-        out.status.success(),
-        "openssl {args:?} failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
+    crate::procs::run_ok(Command::new("openssl").args(args))
 }
 
 impl KeyPair {

@@ -103,6 +103,20 @@ fn newest_file(path: &Path) -> Option<(std::time::SystemTime, PathBuf)> {
         .max_by_key(|(t, _)| *t)
 }
 
+/// Runs `cmd` to its end: its stdout, or a panic naming the command with
+/// its stderr (or why it could not start).
+pub fn run_ok(cmd: &mut Command) -> String {
+    let out = cmd
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run {cmd:?}: {e}"));
+    assert!(
+        out.status.success(),
+        "{cmd:?} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
 /// A port that was free a moment ago (bind to port 0, read it, release it).
 pub fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0")

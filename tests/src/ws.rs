@@ -222,6 +222,13 @@ impl WsClient {
             .collect()
     }
 
+    /// Whether a `disconnected` or an `error` event arrived.
+    pub fn was_sent_away(&self) -> bool {
+        self.events()
+            .iter()
+            .any(|(_, e, _)| *e == "disconnected" || *e == "error")
+    }
+
     pub fn is_closed(&self) -> bool {
         self.closed
     }

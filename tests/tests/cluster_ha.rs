@@ -205,11 +205,7 @@ fn node_dies_and_no_log_is_lost(account: &str, victim: Victim) {
             .unwrap_or_else(|e| panic!("client {i}: {e}\n{}", c.dump()));
         assert!(summary.last >= target, "{summary:?}");
         assert!(!c.is_closed(), "client {i} was disconnected:\n{}", c.dump());
-        let dropped = c
-            .events()
-            .iter()
-            .any(|(_, e, _)| *e == "disconnected" || *e == "error");
-        assert!(!dropped, "client {i}:\n{}", c.dump());
+        assert!(!c.was_sent_away(), "client {i}:\n{}", c.dump());
         println!(
             "client {i}: seqs {}..={} without a hole; longest pause between logs after the kill {:.0} ms",
             summary.first,
@@ -280,11 +276,9 @@ fn an_events_feed_never_goes_back_in_the_stream() {
         for name in &names {
             stream.delete_consumer(name).await.expect("deleted");
         }
-        // Nothing new for a while: the recreated consumer has read nothing.
-        let quiet = tokio::time::timeout(Duration::from_secs(6), feed.next()).await;
-        if let Ok(Some(msg)) = quiet {
-            panic!("the feed went back to seq {:?}", msg.seq);
-        }
+        // Published before async-nats notices: the recreated consumer will
+        // not have delivered anything, which is when it starts over from
+        // the stream's first message.
         for i in 6..=7 {
             bus.publish_stored("mt5.1.logs".into(), log(i), Default::default())
                 .await
@@ -369,11 +363,6 @@ fn the_relay_reopens_its_feed_when_the_events_consumer_goes_back() {
             stream.delete_consumer(name).await.expect("deleted");
         }
     });
-    // A quiet account: the stream does not move, there is nothing to miss.
-    let until = Instant::now() + Duration::from_secs(6);
-    while Instant::now() < until {
-        ws.next(Duration::from_millis(200));
-    }
     publish(6, 10);
     read_until_seq(&mut ws, 10, Duration::from_secs(20));
     let seqs: Vec<u64> = event_seqs(&ws).into_iter().map(|(_, s)| s).collect();

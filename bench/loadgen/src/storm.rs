@@ -201,14 +201,12 @@ pub async fn run(plan: Plan) -> Result<Value, String> {
         .clone();
     let mut out = Totals::default();
     let mut live_s = Vec::new();
-    let mut dup_max = 0usize;
     for (i, slot) in results.iter().enumerate() {
         let m = slot.lock().unwrap_or_else(|p| p.into_inner());
         if !m.ready {
             continue;
         }
         out.add(i, &m, &stored, kill_us);
-        dup_max = dup_max.max(m.logs.len() - distinct(&m.logs));
         if let Some(live) = m.live_us {
             live_s.push(live.saturating_sub(kill_us) as f64 / 1e6);
         }
@@ -243,8 +241,8 @@ pub async fn run(plan: Plan) -> Result<Value, String> {
         "lost_before_kill": out.lost_before_kill,
         "lost_sample": out.lost_sample,
         "duplicates": out.duplicates,
-        "duplicates_max_per_member": dup_max,
-        "duplicates_max_s_of_traffic": round3(dup_max as f64 / p.log_rate.max(1e-9)),
+        "duplicates_max_per_member": out.dup_max,
+        "duplicates_max_s_of_traffic": round3(out.dup_max as f64 / p.log_rate.max(1e-9)),
         "stale": out.stale,
         "resume_gaps": out.gaps,
         "reconnects": out.reconnects,
@@ -267,6 +265,8 @@ struct Totals {
     /// resumed `connected`, the `last_seq` it reported.
     lost_sample: Vec<Value>,
     duplicates: u64,
+    /// The most duplicates one member got.
+    dup_max: u64,
     stale: u64,
     gaps: usize,
     reconnects: usize,
@@ -277,8 +277,10 @@ impl Totals {
         self.resumed += usize::from(m.resumed);
         self.gaps += m.gaps;
         self.reconnects += m.reconnects;
-        self.duplicates += (m.logs.len() - distinct(&m.logs)) as u64;
         let got: std::collections::HashSet<u64> = m.logs.iter().copied().collect();
+        let duplicates = (m.logs.len() - got.len()) as u64;
+        self.duplicates += duplicates;
+        self.dup_max = self.dup_max.max(duplicates);
         let stale_before = m
             .subscribe_sent_us
             .saturating_sub(STALE_SLACK.as_micros() as u64);
@@ -310,10 +312,6 @@ impl Totals {
             }
         }
     }
-}
-
-fn distinct(seqs: &[u64]) -> usize {
-    seqs.iter().collect::<std::collections::HashSet<_>>().len()
 }
 
 fn round3(v: f64) -> f64 {

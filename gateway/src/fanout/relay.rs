@@ -49,9 +49,12 @@ pub struct Relay {
     limits: StreamLimits,
     /// Set while the feed is open.
     feed_up: Arc<FeedUp>,
-    /// The newest event sequence read, to reopen the feed right after it.
-    last_event_seq: Option<u64>,
-    /// The newest sequence read from each stream, for the stall watch.
+    /// Whether the events stream's position is known (the first open asks
+    /// for its end); from then on the feed reopens right after the newest
+    /// entry in `marks`.
+    events_start_known: bool,
+    /// The newest sequence read from each stream (also for the stall
+    /// watch).
     marks: Arc<ReadMarks>,
 }
 
@@ -73,7 +76,7 @@ impl Relay {
             throttle: Throttle::new(throttle),
             limits,
             feed_up,
-            last_event_seq: None,
+            events_start_known: false,
             marks: Arc::default(),
         }
     }
@@ -88,6 +91,8 @@ impl Relay {
             Bus::Nats(nats) => Some(nats.connections()),
             Bus::Memory(_) => None,
         };
+        // The sender stays here too, so that `changed()` never fails (on
+        // the memory bus no watch runs).
         let (stall_tx, mut stalled) = watch::channel(0);
         if let Bus::Nats(nats) = &self.bus {
             tokio::spawn(stall::watch(
@@ -120,20 +125,18 @@ impl Relay {
             stalled.borrow_and_update();
             self.feed_up.set(true);
             tracing::info!(bus = self.bus.kind(), "relay reading the bus");
-            loop {
+            let why = loop {
                 tokio::select! {
                     _ = shutdown.cancelled() => return,
                     _ = changed(&mut reconnects) => {
                         tracing::info!("bus reconnected; reopening the feed");
-                        metrics::feed_reopened("reconnect");
-                        break;
+                        break "reconnect";
                     }
                     // The watch logged why (a request about an older feed
                     // is stale).
                     Ok(()) = stalled.changed() => {
                         if *stalled.borrow_and_update() == feed_no {
-                            metrics::feed_reopened("stall");
-                            break;
+                            break "stall";
                         }
                     }
                     ((account, _), frame) = self.throttle.released() => {
@@ -144,13 +147,13 @@ impl Relay {
                         Some(msg) => self.handle(msg),
                         None => {
                             tracing::warn!("relay feed ended; reopening");
-                            metrics::feed_reopened("ended");
                             self.feed_up.set(false);
-                            break;
+                            break "ended";
                         }
                     },
                 }
-            }
+            };
+            metrics::feed_reopened(why);
         }
     }
 
@@ -167,16 +170,13 @@ impl Relay {
                 // Right after the last entry read; the first time, right
                 // after the stream's end: that is where every room's
                 // sequence, and the memory ring, start.
-                let after = match self.last_event_seq {
-                    Some(seq) => seq,
-                    None => {
-                        let end = nats.events_position(prefix).await?.last;
-                        self.rooms.set_feed_start(end);
-                        self.last_event_seq = Some(end);
-                        self.marks.read(StreamKind::Events, end);
-                        end
-                    }
-                };
+                if !self.events_start_known {
+                    let end = nats.events_position(prefix).await?.last;
+                    self.rooms.set_feed_start(end);
+                    self.marks.read(StreamKind::Events, end);
+                    self.events_start_known = true;
+                }
+                let after = self.marks.newest(StreamKind::Events);
                 // Every consumer asked for at once: while a cluster
                 // re-elects after losing a node, a request can go
                 // unanswered until its timeout and be retried, and one
@@ -231,12 +231,7 @@ impl Relay {
             &msg.payload,
             msg.seq,
         ) {
-            Ok(frame) => {
-                if let (false, Some(seq)) = (route.channel.is_state(), msg.seq) {
-                    self.last_event_seq = Some(seq);
-                }
-                Arc::new(frame)
-            }
+            Ok(frame) => Arc::new(frame),
             Err(e) => {
                 metrics::bus_message_rejected("payload");
                 tracing::warn!(subject = %msg.subject, error = %e, "dropping a malformed bus message");

@@ -185,8 +185,8 @@ impl Rooms {
 
     /// Adds a member to `channels` at once and queues their current
     /// values for it. `before` runs first, under the room's lock, with the
-    /// last `seq` published on each channel before the join (0 for state
-    /// channels, or when there has been none; the member gets every entry
+    /// last `seq` published on each log or signal channel joined before
+    /// the join (0 when there has been none; the member gets every entry
     /// after it): what it queues (the `subscribed` reply) comes before any
     /// snapshot or live frame.
     pub fn join(
@@ -207,11 +207,12 @@ impl Rooms {
                 max_held: 0,
             };
             inner.members[channel.index()].insert(id, member);
-            let last = match channel.is_state() {
-                true => 0,
-                false => inner.last_seq[channel.index()].max(self.feed_start()),
-            };
-            starts.push((channel, last));
+            if !channel.is_state() {
+                starts.push((
+                    channel,
+                    inner.last_seq[channel.index()].max(self.feed_start()),
+                ));
+            }
         }
         before(&starts);
         for &channel in channels {
@@ -376,7 +377,7 @@ impl Rooms {
 pub(crate) mod tests {
     use super::*;
 
-    /// Joins one channel; the `seq` it starts after.
+    /// Joins one channel; the `seq` it starts after (0 for a state one).
     pub(crate) fn join1(
         r: &Rooms,
         account: &str,
@@ -385,7 +386,9 @@ pub(crate) mod tests {
         o: &Arc<Outbox>,
     ) -> u64 {
         let mut start = 0;
-        r.join(account, &[c], id, o, |s| start = s[0].1);
+        r.join(account, &[c], id, o, |s| {
+            start = s.first().map_or(0, |s| s.1)
+        });
         start
     }
 

@@ -58,7 +58,8 @@ impl ReadMarks {
         self.mark(kind).fetch_max(seq, Ordering::Relaxed);
     }
 
-    fn get(&self, kind: StreamKind) -> u64 {
+    /// The newest `seq` read from `kind`'s stream.
+    pub fn newest(&self, kind: StreamKind) -> u64 {
         self.mark(kind).load(Ordering::Relaxed)
     }
 
@@ -71,8 +72,8 @@ impl ReadMarks {
 }
 
 /// What one stream's checks have seen so far.
-#[derive(Default, Debug, PartialEq)]
-pub struct Suspicion {
+#[derive(Default)]
+struct Suspicion {
     /// The relay's mark at the previous check.
     read: u64,
     /// Checks in a row with no progress while the stream was ahead.
@@ -91,14 +92,14 @@ const MAX_STRIKES: u32 = 10;
 
 impl Suspicion {
     /// A new feed was opened: it gets its own checks.
-    pub fn new_feed(&mut self) {
+    fn new_feed(&mut self) {
         self.strikes = 0;
     }
 
     /// One check: the relay's mark `read` and the stream's newest entry
     /// `stream_last` (None: the stream did not answer). True when the feed
     /// should be reopened.
-    pub fn check(&mut self, read: u64, stream_last: Option<u64>) -> bool {
+    fn check(&mut self, read: u64, stream_last: Option<u64>) -> bool {
         let moved = read != self.read;
         self.read = read;
         match stream_last {
@@ -142,8 +143,9 @@ pub async fn watch(
             _ = shutdown.cancelled() => return,
             _ = tick.tick() => {}
         }
-        if marks.feed() != feed {
-            feed = marks.feed();
+        let now = marks.feed();
+        if now != feed {
+            feed = now;
             events.new_feed();
             state.new_feed();
         }
@@ -151,7 +153,7 @@ pub async fn watch(
             (StreamKind::Events, &mut events),
             (StreamKind::State, &mut state),
         ] {
-            let read = marks.get(kind);
+            let read = marks.newest(kind);
             // Only a feed that read nothing since the last check is asked
             // about: a busy one costs no request.
             let last = if read == suspicion.read {

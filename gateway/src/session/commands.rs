@@ -42,7 +42,7 @@ impl Client {
                 // what came before with no gap and no overlap). The reply
                 // goes out before the snapshots and any live frame.
                 let mut live_after = serde_json::Map::new();
-                for &(channel, last) in starts.iter().filter(|(c, _)| !c.is_state()) {
+                for &(channel, last) in starts {
                     // Entries up to the join are not this session's.
                     delivery.start_at(channel, last, last);
                     live_after.insert(channel.name().to_owned(), last.into());

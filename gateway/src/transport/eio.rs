@@ -46,9 +46,11 @@ use crate::session::Client;
 use crate::transport::credentials::{self, query_param, Credentials};
 use crate::transport::polling::{self, Broken, EioError, Input, Polling};
 use crate::transport::sio_packet::{self, Packet};
-use crate::transport::websocket::{self, await_close_answer};
+use crate::transport::websocket::{
+    self, await_close_answer, close_message, GOING_AWAY, NORMAL, PROTOCOL_ERROR, TOO_BIG,
+};
 use crate::transport::writer::{self, FrameSink, Sent};
-use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket, WebSocketUpgrade};
+use axum::extract::ws::{Message, Utf8Bytes, WebSocket, WebSocketUpgrade};
 use axum::extract::{FromRequestParts, Request};
 use axum::http::{HeaderMap, Method};
 use axum::middleware::Next;
@@ -162,7 +164,7 @@ async fn upgrade(app: Arc<AppState>, request: Request, sid: &str) -> Response {
             };
             if let Some(mut socket) = refused {
                 let _ = socket
-                    .send(close(PROTOCOL_ERROR, "session already upgraded"))
+                    .send(close_message(PROTOCOL_ERROR, "session already upgraded"))
                     .await;
             }
         },
@@ -181,12 +183,6 @@ fn open_packet(app: &AppState, sid: &str, upgrades: &[&str]) -> String {
     format!("0{open}")
 }
 
-/// Close code for a client that broke the protocol.
-const PROTOCOL_ERROR: u16 = 1002;
-/// Close code for an ordinary end (timeouts, the client's own close).
-const NORMAL: u16 = 1000;
-/// Close code for a message past the transport's size limit.
-const TOO_BIG: u16 = 1009;
 /// How long a WebSocket may take to complete an upgrade (`2probe`, `5`)
 /// before it is dropped and the session stays on polling.
 const UPGRADE_TIMEOUT: Duration = Duration::from_secs(10);
@@ -660,7 +656,9 @@ impl Session {
     async fn start_probe(&mut self, socket: WebSocket) {
         let (mut tx, rx) = socket.split();
         if self.probe.is_some() || !matches!(self.source, Source::Polling { .. }) {
-            let _ = tx.send(close(PROTOCOL_ERROR, "already upgrading")).await;
+            let _ = tx
+                .send(close_message(PROTOCOL_ERROR, "already upgrading"))
+                .await;
             return;
         }
         self.probe = Some(Probe {
@@ -699,7 +697,10 @@ impl Session {
             _ => {}
         }
         if let Some(mut probe) = self.probe.take() {
-            let _ = probe.tx.send(close(PROTOCOL_ERROR, "upgrade failed")).await;
+            let _ = probe
+                .tx
+                .send(close_message(PROTOCOL_ERROR, "upgrade failed"))
+                .await;
         }
         if let Some(transport) = self.polling() {
             transport.probed(false);
@@ -763,7 +764,7 @@ impl Session {
             }
         }
         if let Some(mut probe) = self.probe.take() {
-            let _ = probe.tx.send(close(NORMAL, "session closed")).await;
+            let _ = probe.tx.send(close_message(NORMAL, "session closed")).await;
         }
         match &mut self.source {
             Source::Polling { transport, .. } => {
@@ -795,7 +796,7 @@ impl Session {
                 };
                 let sent = tokio::time::timeout(writer::GOODBYE_PATIENCE, async {
                     match &mut *self.tx.lock().await {
-                        Tx::WebSocket(tx) => tx.send(close(code, reason)).await.is_ok(),
+                        Tx::WebSocket(tx) => tx.send(close_message(code, reason)).await.is_ok(),
                         Tx::Polling(_) => false,
                     }
                 })
@@ -873,22 +874,11 @@ impl FrameSink for EioSink {
         let _ = tx.feed(Utf8Bytes::from_static("41"), false).await;
         match &mut *tx {
             Tx::WebSocket(ws) => {
-                let _ = ws.send(close(GOING_AWAY, "disconnected")).await;
+                let _ = ws.send(close_message(GOING_AWAY, "disconnected")).await;
             }
             Tx::Polling(transport) => transport.wake(),
         }
     }
-}
-
-/// Close code for a server that sends the client away (drain, slow
-/// consumer, token expiry).
-const GOING_AWAY: u16 = 1001;
-
-fn close(code: u16, reason: &'static str) -> Message {
-    Message::Close(Some(CloseFrame {
-        code,
-        reason: Utf8Bytes::from_static(reason),
-    }))
 }
 
 fn text_message(s: &'static str) -> Message {

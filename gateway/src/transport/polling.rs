@@ -299,23 +299,37 @@ impl Polling {
         }
     }
 
+    /// Marks a `GET` or `POST` as under way, until the returned flag is
+    /// dropped. An upgraded session refuses it (400); a second one of the
+    /// same kind breaks the session and gets 400.
+    fn claim(&self, request: Request) -> Result<Flag<'_>, EioError> {
+        let mut state = self.lock();
+        if state.upgraded {
+            return Err(EioError::BadRequest);
+        }
+        let busy = match request {
+            Request::Get => &mut state.get,
+            Request::Post => &mut state.post,
+        };
+        if std::mem::replace(busy, true) {
+            drop(state);
+            self.set_broken(match request {
+                Request::Get => Broken::DuplicateGet,
+                Request::Post => Broken::DuplicatePost,
+            });
+            return Err(EioError::BadRequest);
+        }
+        Ok(Flag {
+            polling: self,
+            request,
+        })
+    }
+
     /// `GET` with this sid: waits for packets, then returns all of them.
     pub async fn get(&self) -> Response {
-        {
-            let mut state = self.lock();
-            if state.upgraded {
-                return EioError::BadRequest.into_response();
-            }
-            if state.get {
-                drop(state);
-                self.set_broken(Broken::DuplicateGet);
-                return EioError::BadRequest.into_response();
-            }
-            state.get = true;
-        }
-        let _waiting = Flag {
-            polling: self,
-            get: true,
+        let _waiting = match self.claim(Request::Get) {
+            Ok(flag) => flag,
+            Err(refused) => return refused.into_response(),
         };
         loop {
             let notified = self.ready.notified();
@@ -360,21 +374,9 @@ impl Polling {
 
     /// `POST` with this sid: its packets, in order, to the session.
     pub async fn post(&self, headers: &HeaderMap, body: Body, limit: usize) -> Response {
-        {
-            let mut state = self.lock();
-            if state.upgraded {
-                return EioError::BadRequest.into_response();
-            }
-            if state.post {
-                drop(state);
-                self.set_broken(Broken::DuplicatePost);
-                return EioError::BadRequest.into_response();
-            }
-            state.post = true;
-        }
-        let _reading = Flag {
-            polling: self,
-            get: false,
+        let _reading = match self.claim(Request::Post) {
+            Ok(flag) => flag,
+            Err(refused) => return refused.into_response(),
         };
         let announced = headers
             .get(header::CONTENT_LENGTH)
@@ -440,22 +442,28 @@ pub fn text(body: String) -> Response {
         .into_response()
 }
 
+/// The two requests of a polling session, one of each at a time.
+#[derive(Debug, Clone, Copy)]
+enum Request {
+    Get,
+    Post,
+}
+
 /// Clears the `GET`/`POST` flag when the request ends, answered or not
 /// (a client that goes away while its `GET` waits may poll again).
 struct Flag<'a> {
     /// The transport whose flag it is.
     polling: &'a Polling,
-    /// The `GET` flag, or the `POST` one.
-    get: bool,
+    /// Which flag.
+    request: Request,
 }
 
 impl Drop for Flag<'_> {
     fn drop(&mut self) {
         let mut state = self.polling.lock();
-        if self.get {
-            state.get = false;
-        } else {
-            state.post = false;
+        match self.request {
+            Request::Get => state.get = false,
+            Request::Post => state.post = false,
         }
     }
 }

@@ -17,8 +17,25 @@ use std::future::Future;
 use std::time::Duration;
 use tokio::task::JoinHandle;
 
-/// Close code for a server going away (drain, slow consumer).
-const GOING_AWAY: u16 = 1001;
+/// Close code for an ordinary end (timeouts, the client's own close).
+pub const NORMAL: u16 = 1000;
+/// Close code for a server that sends the client away (drain, slow
+/// consumer, token expiry).
+pub const GOING_AWAY: u16 = 1001;
+/// Close code for a client that broke the protocol.
+pub const PROTOCOL_ERROR: u16 = 1002;
+/// Close code for a policy violation (a refused token).
+pub const POLICY_VIOLATION: u16 = 1008;
+/// Close code for a message past the transport's size limit.
+pub const TOO_BIG: u16 = 1009;
+
+/// A close frame with `code` and `reason`.
+pub fn close_message(code: u16, reason: &'static str) -> Message {
+    Message::Close(Some(CloseFrame {
+        code,
+        reason: Utf8Bytes::from_static(reason),
+    }))
+}
 /// How long a client has to answer the server's close.
 const CLOSE_GRACE: Duration = Duration::from_secs(1);
 
@@ -156,10 +173,7 @@ impl FrameSink for WsSink {
     async fn close(&mut self) {
         let _ = self
             .tx
-            .send(Message::Close(Some(CloseFrame {
-                code: GOING_AWAY,
-                reason: Utf8Bytes::from_static("disconnected"),
-            })))
+            .send(close_message(GOING_AWAY, "disconnected"))
             .await;
     }
 }

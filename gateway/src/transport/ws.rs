@@ -12,9 +12,9 @@ use crate::observability::metrics;
 use crate::session::admission::Admission;
 use crate::session::Client;
 use crate::transport::credentials::{self, Credentials};
-use crate::transport::websocket::{self, Dialect, Flow, WsSink};
+use crate::transport::websocket::{self, close_message, Dialect, Flow, WsSink, POLICY_VIOLATION};
 use crate::transport::writer;
-use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket, WebSocketUpgrade};
+use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade};
 use axum::extract::State;
 use axum::response::Response;
 use futures::StreamExt;
@@ -23,9 +23,6 @@ use protocol::ErrorCode;
 use serde::Deserialize;
 use serde_json::Value;
 use std::sync::Arc;
-
-/// Close code for a policy violation (bad token).
-const POLICY_VIOLATION: u16 = 1008;
 
 #[derive(Deserialize)]
 pub(crate) struct Inbound {
@@ -54,10 +51,7 @@ async fn refuse(mut socket: WebSocket, refusal: ErrorPayload) {
     let frame = Frame::control("error", &refusal);
     let _ = socket.send(Message::Text(frame.ws_text())).await;
     let _ = socket
-        .send(Message::Close(Some(CloseFrame {
-            code: POLICY_VIOLATION,
-            reason: Utf8Bytes::from(refusal.code.as_str()),
-        })))
+        .send(close_message(POLICY_VIOLATION, refusal.code.as_str()))
         .await;
 }
 
