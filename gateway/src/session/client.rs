@@ -121,8 +121,12 @@ impl Client {
         tokio::spawn(async move {
             loop {
                 let at = *expiry.borrow_and_update();
-                let left = at.saturating_sub(chrono::Utc::now().timestamp_millis() / 1000);
-                let left = Duration::from_secs(left.clamp(0, 10 * 365 * 24 * 3600) as u64);
+                // In milliseconds: whole seconds of "now" made the cut up
+                // to a second late.
+                let left = at
+                    .saturating_mul(1000)
+                    .saturating_sub(chrono::Utc::now().timestamp_millis());
+                let left = Duration::from_millis(left.clamp(0, 10 * 365 * 24 * 3600 * 1000) as u64);
                 tokio::select! {
                     _ = tokio::time::sleep(left) => {
                         // `exp` is a whole second: expired once it has passed.
