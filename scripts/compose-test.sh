@@ -137,7 +137,9 @@ port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); pr
 export MT5_VERSION=compose-test MT5_HTTP_PORT=$port MT5_ACCOUNT=12345678
 export JWT_SECRET=$(head -c 32 /dev/urandom | od -An -tx1 | tr -d ' \n')
 export REDIS_PASSWORD=$(head -c 16 /dev/urandom | od -An -tx1 | tr -d ' \n')
-export NATS_INGESTOR_PASSWORD=$(head -c 16 /dev/urandom | od -An -tx1 | tr -d ' \n')
+# Begins like a number on purpose: the compose file must hand it to
+# nats-server quoted (unquoted, 5e7b... fails to load).
+export NATS_INGESTOR_PASSWORD=5e7b$(head -c 16 /dev/urandom | od -An -tx1 | tr -d ' \n')
 export NATS_GATEWAY_PASSWORD=$(head -c 16 /dev/urandom | od -An -tx1 | tr -d ' \n')
 compose() { docker-compose -p "$project" -f docker-compose.yml "$@"; }
 say "docker-compose up (networks first, then egress dropped, then containers)"

@@ -12,7 +12,8 @@ use std::time::{Duration, Instant};
 use tempfile::TempDir;
 
 /// The passwords the cluster's NATS users get (`deploy/nats/auth.conf`).
-pub const INGESTOR_PASSWORD: &str = "e2e-ingestor-pw";
+/// Begins like a number on purpose (see `spawn`).
+pub const INGESTOR_PASSWORD: &str = "5e7b-e2e-ingestor-pw";
 pub const GATEWAY_PASSWORD: &str = "e2e-gateway-pw";
 
 /// The Sentinel name of the monitored Redis primary.
@@ -131,8 +132,10 @@ impl NatsCluster {
         let mut cmd = Command::new("nats-server");
         cmd.arg("-c")
             .arg(self.dir.path().join(format!("{}.conf", node.name)))
-            .env("NATS_INGESTOR_PASSWORD", INGESTOR_PASSWORD)
-            .env("NATS_GATEWAY_PASSWORD", GATEWAY_PASSWORD);
+            // Quoted as deploy/nats/auth.conf asks: unquoted, nats-server
+            // would read 5e7b... as a number and refuse the config.
+            .env("NATS_INGESTOR_PASSWORD", format!("\"{INGESTOR_PASSWORD}\""))
+            .env("NATS_GATEWAY_PASSWORD", format!("\"{GATEWAY_PASSWORD}\""));
         let log = self.dir.path().join(format!("{}.log", node.name));
         let mut proc = Proc::spawn(&format!("nats-server {}", node.name), cmd, &log);
         let result = wait_for_port(&mut proc, &node.name, node.port);
