@@ -131,7 +131,14 @@ pub async fn run(
             ..Default::default()
         };
         let stop = shutdown.clone();
+        let feed_up = app.feed_up.clone();
         tasks.spawn(async move {
+            // The simulator publishes every value once at start; the memory
+            // bus keeps nothing, so the relay must be reading first.
+            tokio::select! {
+                _ = stop.cancelled() => return,
+                _ = feed_up.opened() => {}
+            }
             if let Err(e) = sim::run(publisher, simulated, stop).await {
                 tracing::error!(error = %e, "simulator stopped");
             }

@@ -145,18 +145,8 @@ pub async fn run(
     let mut orders_tick = ticker(start, nonzero(cfg.orders_interval));
     let mut account_tick = ticker(start, nonzero(cfg.account_interval));
 
-    let hello = Event {
-        level: "INFO",
-        module: "mt5_communication",
-        message: format!(
-            "Connected to trade server MetaQuotes-Demo, account {}, {} symbols",
-            sim.publisher.account_name(),
-            sim.market.len()
-        ),
-        extra: serde_json::json!({"server": "MetaQuotes-Demo", "symbols": symbol_names()[..sim.market.len()]}),
-    };
-    sim.events(vec![hello], logs.is_some()).await;
-    // A subscriber that arrives late should find every value already there.
+    // A subscriber that arrives late should find every value already there
+    // (values first: one who arrives meanwhile gets them before any log).
     if quotes.is_some() {
         for i in 0..sim.market.len() {
             sim.quote(i).await;
@@ -171,6 +161,17 @@ pub async fn run(
     if account_tick.is_some() {
         sim.account().await;
     }
+    let hello = Event {
+        level: "INFO",
+        module: "mt5_communication",
+        message: format!(
+            "Connected to trade server MetaQuotes-Demo, account {}, {} symbols",
+            sim.publisher.account_name(),
+            sim.market.len()
+        ),
+        extra: serde_json::json!({"server": "MetaQuotes-Demo", "symbols": symbol_names()[..sim.market.len()]}),
+    };
+    sim.events(vec![hello], logs.is_some()).await;
 
     loop {
         tokio::select! {

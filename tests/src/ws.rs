@@ -238,12 +238,18 @@ impl WsClient {
         let _ = self.ws.flush();
     }
 
+    /// The first 20 and the last 60 messages (a failure is often at the
+    /// start: what came before the goodbye).
     pub fn dump(&self) -> String {
-        let lines: Vec<String> = self
+        let n = self.seen.len();
+        let head = n.min(20);
+        let tail_from = n.saturating_sub(60).max(head);
+        let mut lines: Vec<String> = self
             .seen
             .iter()
-            .skip(self.seen.len().saturating_sub(80))
-            .map(|(at, m)| {
+            .enumerate()
+            .filter(|(i, _)| *i < head || *i >= tail_from)
+            .map(|(_, (at, m))| {
                 let mut s = format!(
                     "{:>8.1} {:?}",
                     at.duration_since(self.started).as_secs_f64() * 1000.0,
@@ -259,6 +265,9 @@ impl WsClient {
                 s
             })
             .collect();
+        if tail_from > head {
+            lines.insert(head, format!("... {} more ...", tail_from - head));
+        }
         lines.join("\n")
     }
 }

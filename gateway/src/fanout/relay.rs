@@ -18,21 +18,46 @@ use protocol::{Channel, Route, SubjectScheme};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
-use tokio::sync::watch;
+use tokio::sync::{watch, Notify};
 use tokio_util::sync::CancellationToken;
 
-/// Whether the relay is reading the bus right now (readiness needs it).
+/// Whether the relay is reading the bus right now (readiness needs it, and
+/// standalone mode's simulator waits for it: the memory bus keeps nothing,
+/// so a value published before the relay reads would never be seen).
 #[derive(Default)]
-pub struct FeedUp(AtomicBool);
+pub struct FeedUp {
+    /// True while the feed is open.
+    up: AtomicBool,
+    /// Wakes [`FeedUp::opened`] waiters when the feed opens.
+    opened: Notify,
+}
 
 impl FeedUp {
     fn set(&self, up: bool) {
-        self.0.store(up, Ordering::Relaxed);
+        self.up.store(up, Ordering::Release);
+        if up {
+            self.opened.notify_waiters();
+        }
     }
 
     /// True while the feed is open.
     pub fn get(&self) -> bool {
-        self.0.load(Ordering::Relaxed)
+        self.up.load(Ordering::Acquire)
+    }
+
+    /// Resolves once the feed is open (at once if it is).
+    pub async fn opened(&self) {
+        loop {
+            let notified = self.opened.notified();
+            tokio::pin!(notified);
+            // Registered before the check, so a `set` between the two
+            // still wakes this waiter.
+            notified.as_mut().enable();
+            if self.get() {
+                return;
+            }
+            notified.await;
+        }
     }
 }
 
@@ -347,6 +372,25 @@ mod tests {
                 .await
                 .expect("a frame within 5 s");
         }
+    }
+
+    #[tokio::test]
+    async fn feed_up_wakes_a_waiter_and_answers_at_once_when_open() {
+        let up = Arc::new(FeedUp::default());
+        let waiter = tokio::spawn({
+            let up = up.clone();
+            async move { up.opened().await }
+        });
+        tokio::task::yield_now().await;
+        assert!(!waiter.is_finished(), "resolved before the feed opened");
+        up.set(true);
+        tokio::time::timeout(Duration::from_secs(5), waiter)
+            .await
+            .expect("woken within 5 s")
+            .expect("waiter task");
+        tokio::time::timeout(Duration::from_secs(5), up.opened())
+            .await
+            .expect("an open feed answers at once");
     }
 
     fn publish(mem: &MemoryBus, subject: &str, json: &str) {
