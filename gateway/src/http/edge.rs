@@ -21,7 +21,9 @@ use axum::extract::{ConnectInfo, Request, State};
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
-use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
+use governor::clock::MonotonicClock;
+use governor::state::keyed::DefaultKeyedStateStore;
+use governor::{Quota, RateLimiter};
 use std::net::{IpAddr, SocketAddr};
 use std::num::NonZeroU32;
 use std::sync::Arc;
@@ -56,12 +58,16 @@ pub fn client_addr(peer: IpAddr, headers: &HeaderMap, edge: &EdgeConfig) -> IpAd
         .unwrap_or(peer)
 }
 
+/// A per-address GCRA on the OS monotonic clock (see `session::limits`:
+/// quanta's clock can go back between cores).
+type PerAddress = RateLimiter<IpAddr, DefaultKeyedStateStore<IpAddr>, MonotonicClock>;
+
 /// Per-address limits on session-opening requests.
 pub struct HandshakeLimits {
     /// Handshakes and upgrades per second per address.
-    rate: DefaultKeyedRateLimiter<IpAddr>,
+    rate: PerAddress,
     /// Engine.IO sessions opened per pending-timeout window per address.
-    pending: DefaultKeyedRateLimiter<IpAddr>,
+    pending: PerAddress,
 }
 
 impl HandshakeLimits {
@@ -75,8 +81,11 @@ impl HandshakeLimits {
             .unwrap_or_else(|| Quota::per_second(pending))
             .allow_burst(pending);
         HandshakeLimits {
-            rate: RateLimiter::keyed(Quota::per_second(per_sec).allow_burst(burst)),
-            pending: RateLimiter::keyed(pending_quota),
+            rate: RateLimiter::dashmap_with_clock(
+                Quota::per_second(per_sec).allow_burst(burst),
+                MonotonicClock,
+            ),
+            pending: RateLimiter::dashmap_with_clock(pending_quota, MonotonicClock),
         }
     }
 

@@ -10,9 +10,16 @@
 //! flood runs out of strikes within a second. Every inbound frame counts,
 //! malformed ones and pings included (the transport asks before parsing).
 
-use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
+use governor::clock::MonotonicClock;
+use governor::state::{InMemoryState, NotKeyed};
+use governor::{Quota, RateLimiter};
 use std::num::NonZeroU32;
 use std::time::Duration;
+
+/// A GCRA on the OS monotonic clock. Not governor's default (quanta's TSC),
+/// which can read earlier on another core and so refuse a fresh client's
+/// first events: seen as a flood cut off before a single answer.
+type Gcra = RateLimiter<NotKeyed, InMemoryState, MonotonicClock>;
 
 /// The per-client and per-session numbers from the configuration.
 #[derive(Debug, Clone, Copy)]
@@ -62,9 +69,9 @@ pub enum Verdict {
 /// Applies a [`LimitConfig`] to one connection's inbound events.
 pub struct InboundGuard {
     /// The GCRA rate limiter.
-    limiter: DefaultDirectRateLimiter,
+    limiter: Gcra,
     /// The strikes left: a GCRA that forgives one per `strike_decay`.
-    strikes: DefaultDirectRateLimiter,
+    strikes: Gcra,
     /// The limits applied.
     config: LimitConfig,
 }
@@ -80,8 +87,11 @@ impl InboundGuard {
             .unwrap_or(Quota::per_second(NonZeroU32::MIN))
             .allow_burst(tolerated);
         InboundGuard {
-            limiter: RateLimiter::direct(Quota::per_second(per_sec).allow_burst(burst)),
-            strikes: RateLimiter::direct(decay),
+            limiter: RateLimiter::direct_with_clock(
+                Quota::per_second(per_sec).allow_burst(burst),
+                MonotonicClock,
+            ),
+            strikes: RateLimiter::direct_with_clock(decay, MonotonicClock),
             config,
         }
     }
@@ -121,6 +131,33 @@ mod tests {
         assert_eq!(g.check_rate(), Verdict::Limited);
         assert_eq!(g.check_rate(), Verdict::Abusive);
         assert!(g.too_large(11) && !g.too_large(10));
+    }
+
+    /// A connection's reader task may run on any core: a fresh guard lets
+    /// its whole burst through wherever it is asked (with quanta's TSC
+    /// clock, a core that reads an earlier time refused the first events).
+    #[test]
+    fn a_fresh_guard_allows_its_burst_from_any_thread() {
+        let g = std::sync::Arc::new(InboundGuard::new(LimitConfig {
+            per_sec: 1,
+            burst: 40,
+            strikes: 2,
+            strike_decay: Duration::from_secs(3600),
+            max_payload_bytes: 10,
+        }));
+        let threads: Vec<_> = (0..4)
+            .map(|_| {
+                let g = g.clone();
+                std::thread::spawn(move || (0..10).map(|_| g.check_rate()).collect::<Vec<_>>())
+            })
+            .collect();
+        for t in threads {
+            let verdicts = t.join().expect("thread");
+            assert!(
+                verdicts.iter().all(|v| *v == Verdict::Allow),
+                "{verdicts:?}"
+            );
+        }
     }
 
     /// Bursts over the limit, spaced by more than the decay of the strikes
