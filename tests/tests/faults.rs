@@ -192,6 +192,19 @@ fn redis_restart_is_survived() {
     ws.send_event("subscribe", json!({"channels": ["logs"]}));
     ws.wait_event("subscribed", Duration::from_secs(10));
     ws.wait_event("logs_update", Duration::from_secs(10));
+    // One that asks to resume meanwhile gets a new session, and is told
+    // why rather than left to guess.
+    let mut resumer = WsClient::connect(&format!(
+        "{}/ws?token={}&session=0123456789abcdef0123456789abcdef",
+        cluster.nginx.ws_url(),
+        cluster.token("redis-resumer")
+    ))
+    .expect("ws connect");
+    let hello = resumer.wait_event("connected", Duration::from_secs(10));
+    assert_eq!(hello["resumed"], false, "{hello}");
+    assert_ne!(hello["session"], "0123456789abcdef0123456789abcdef");
+    let notice = resumer.wait_event("error", Duration::from_secs(10));
+    assert_eq!(notice["code"], "UPSTREAM_UNAVAILABLE", "{notice}");
 
     cluster.redis.restart();
     let restarted = Instant::now();

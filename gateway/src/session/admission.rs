@@ -33,6 +33,10 @@ pub struct Admission {
     pub session: String,
     /// The stored session it resumes, if any.
     pub resumed: Option<SessionRecord>,
+    /// A resume was asked for but the session store did not answer: the
+    /// client is told so (`UPSTREAM_UNAVAILABLE`) rather than left to guess
+    /// why its session is new.
+    pub resume_unanswered: bool,
     /// Its place in the user's connection cap.
     pub(super) slot: Slot,
 }
@@ -142,6 +146,7 @@ pub async fn admit(
         identity,
         session: store::new_id(),
         resumed: None,
+        resume_unanswered: false,
         slot: Slot {
             store: handles.store.clone(),
             user,
@@ -161,7 +166,10 @@ pub async fn admit(
                 admission.resumed = Some(record);
             }
             Ok(_) => tracing::debug!("session not resumable: unknown, expired or not this user's"),
-            Err(e) => tracing::warn!(error = %e, "session not resumable (store unreachable)"),
+            Err(e) => {
+                tracing::warn!(error = %e, "session not resumable (store unreachable)");
+                admission.resume_unanswered = true;
+            }
         }
     }
     Ok(admission)
@@ -206,6 +214,25 @@ mod tests {
                 .is_ok(),
             "the slot is free again"
         );
+    }
+
+    /// Redis down: the connection is let in on a new session, and knows it.
+    #[tokio::test]
+    async fn a_resume_the_store_cannot_answer_is_a_new_session_and_says_so() {
+        let mut h = handles();
+        // Nothing listens on port 1; the store connects lazily.
+        h.store = Arc::new(SessionStore::redis("redis://127.0.0.1:1", "mt5").unwrap());
+        let asked = "0123456789abcdef0123456789abcdef";
+        let a = admit(&h, alice(), Some(asked), ReportedSeq::default())
+            .await
+            .expect("let in without the store");
+        assert!(a.resumed.is_none());
+        assert!(a.resume_unanswered);
+        assert_ne!(a.session, asked);
+        let fresh = admit(&h, alice(), None, ReportedSeq::default())
+            .await
+            .expect("let in without the store");
+        assert!(!fresh.resume_unanswered, "nothing was asked to resume");
     }
 
     #[tokio::test]

@@ -74,6 +74,7 @@ impl Client {
             identity,
             session,
             resumed,
+            resume_unanswered,
             slot,
         } = admission;
         // From here on the client gives the slot back when it goes.
@@ -106,6 +107,13 @@ impl Client {
                 "replica": handles.registry.replica(),
             }),
         )));
+        if resume_unanswered {
+            client.error(
+                ErrorCode::UpstreamUnavailable,
+                "Session not resumed",
+                "the session store did not answer: this is a new session; reload what you missed",
+            );
+        }
         if let Some(record) = resumed {
             client.resume(record);
         }
@@ -360,6 +368,20 @@ mod tests {
             assert_eq!(c.outbox.closing(), None, "cut off while catching up");
         }
         assert_eq!(seqs, (21..=130).collect::<Vec<_>>());
+    }
+
+    #[tokio::test]
+    async fn a_resume_the_store_did_not_answer_is_announced_after_connected() {
+        let h = handles();
+        let mut a = admission(&h, Channel::ALL.to_vec(), None);
+        a.resume_unanswered = true;
+        let c = Client::connect(&h, a, "test");
+        let events = drain(&c);
+        assert_eq!(events.len(), 2, "{events:?}");
+        assert_eq!(events[0].0, "connected");
+        assert_eq!(events[0].1["resumed"], false);
+        assert_eq!(events[1].0, "error");
+        assert_eq!(events[1].1["code"], "UPSTREAM_UNAVAILABLE");
     }
 
     #[tokio::test]

@@ -119,6 +119,7 @@ pub(crate) mod tests {
             identity,
             session: "s1".into(),
             resumed,
+            resume_unanswered: false,
             slot: admission::Slot::for_tests(handles, id),
         }
     }
