@@ -11,9 +11,11 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 use tempfile::TempDir;
 
-/// The passwords the cluster's NATS users get (`deploy/nats/auth.conf`).
-/// Begins like a number on purpose (see `spawn`).
+/// The password of the cluster's `ingestor` NATS user
+/// (`deploy/nats/auth.conf`). It begins like a number on purpose: it must
+/// reach nats-server quoted, as the deployment files hand it (see `spawn`).
 pub const INGESTOR_PASSWORD: &str = "5e7b-e2e-ingestor-pw";
+/// The password of the cluster's `gateway` NATS user.
 pub const GATEWAY_PASSWORD: &str = "e2e-gateway-pw";
 
 /// The Sentinel name of the monitored Redis primary.
