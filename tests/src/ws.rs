@@ -222,6 +222,14 @@ impl WsClient {
             .collect()
     }
 
+    /// The data of the first `event` received so far, if any.
+    pub fn first_event(&self, event: &str) -> Option<Value> {
+        self.events()
+            .into_iter()
+            .find(|(_, e, _)| *e == event)
+            .map(|(_, _, d)| d.clone())
+    }
+
     /// Whether a `disconnected` or an `error` event arrived.
     pub fn was_sent_away(&self) -> bool {
         self.events()

@@ -12,7 +12,6 @@
 use e2e_tests::cluster::check_event_sequence;
 use e2e_tests::ha::{NatsCluster, SentinelRedis, MASTER_NAME};
 use e2e_tests::{eventually, mint, Gateway, Ingestor, NatsServer, WsClient, SECRET};
-use serde_json::Value;
 use std::time::{Duration, Instant};
 
 /// A plain WebSocket dashboard on `gateway` reading logs, signals and quotes.
@@ -511,12 +510,7 @@ fn the_redis_primary_dies_and_sessions_resume_after_the_failover() {
 
     let started = Instant::now();
     let mut ws = dashboard(&gateways[0], "sentinel", account, None);
-    let hello: Value = ws
-        .events()
-        .iter()
-        .find(|(_, e, _)| *e == "connected")
-        .map(|(_, _, d)| (*d).clone())
-        .expect("connected");
+    let hello = ws.first_event("connected").expect("connected");
     let session = hello["session"].as_str().expect("a session id").to_owned();
     let now = last_seq(&ws);
     read_until_seq(&mut ws, now + 50, Duration::from_secs(20));
@@ -570,12 +564,7 @@ fn the_redis_primary_dies_and_sessions_resume_after_the_failover() {
     let before = event_seqs(&ws);
     ws.close();
     let mut again = dashboard(&gateways[1], "sentinel", account, Some(&session));
-    let hello2 = again
-        .events()
-        .iter()
-        .find(|(_, e, _)| *e == "connected")
-        .map(|(_, _, d)| (*d).clone())
-        .expect("connected");
+    let hello2 = again.first_event("connected").expect("connected");
     assert_eq!(hello2["resumed"], true, "{hello2}");
     read_until_seq(&mut again, left_at + 100, Duration::from_secs(20));
     let mut all = before;

@@ -181,29 +181,26 @@ fn redis_restart_is_survived() {
         });
     }
     // A new dashboard is let in without Redis (no resume possible meanwhile).
-    let mut ws = WsClient::connect(&format!(
-        "{}/ws?token={}",
-        cluster.nginx.ws_url(),
-        cluster.token("redis-newcomer")
-    ))
-    .expect("ws connect");
-    let hello = ws.wait_event("connected", Duration::from_secs(10));
+    let patience = Duration::from_secs(10);
+    let base = cluster.nginx.ws_url();
+    let mut ws = WsClient::dashboard(&base, &cluster.token("redis-newcomer"), None, patience);
+    let hello = ws.first_event("connected").expect("connected");
     assert_eq!(hello["resumed"], false, "{hello}");
-    ws.send_event("subscribe", json!({"channels": ["logs"]}));
-    ws.wait_event("subscribed", Duration::from_secs(10));
-    ws.wait_event("logs_update", Duration::from_secs(10));
+    ws.wait_event("logs_update", patience);
     // One that asks to resume meanwhile gets a new session, and is told
-    // why rather than left to guess.
-    let mut resumer = WsClient::connect(&format!(
-        "{}/ws?token={}&session=0123456789abcdef0123456789abcdef",
-        cluster.nginx.ws_url(),
-        cluster.token("redis-resumer")
-    ))
-    .expect("ws connect");
-    let hello = resumer.wait_event("connected", Duration::from_secs(10));
+    // why rather than left to guess (the notice comes before `subscribed`,
+    // which the dashboard has waited for).
+    let asked = "0123456789abcdef0123456789abcdef";
+    let resumer = WsClient::dashboard(
+        &base,
+        &cluster.token("redis-resumer"),
+        Some(asked),
+        patience,
+    );
+    let hello = resumer.first_event("connected").expect("connected");
     assert_eq!(hello["resumed"], false, "{hello}");
-    assert_ne!(hello["session"], "0123456789abcdef0123456789abcdef");
-    let notice = resumer.wait_event("error", Duration::from_secs(10));
+    assert_ne!(hello["session"], asked);
+    let notice = resumer.first_event("error").expect("a notice");
     assert_eq!(notice["code"], "UPSTREAM_UNAVAILABLE", "{notice}");
 
     cluster.redis.restart();

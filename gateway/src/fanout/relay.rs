@@ -15,49 +15,36 @@ use crate::observability::{metrics, telemetry};
 use bus::{Bus, BusError, BusMessage, Start, StreamKind, StreamLimits, Subscription};
 use futures::StreamExt;
 use protocol::{Channel, Route, SubjectScheme};
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
-use tokio::sync::{watch, Notify};
+use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
 /// Whether the relay is reading the bus right now (readiness needs it, and
 /// standalone mode's simulator waits for it: the memory bus keeps nothing,
 /// so a value published before the relay reads would never be seen).
-#[derive(Default)]
-pub struct FeedUp {
-    /// True while the feed is open.
-    up: AtomicBool,
-    /// Wakes [`FeedUp::opened`] waiters when the feed opens.
-    opened: Notify,
+pub struct FeedUp(watch::Sender<bool>);
+
+impl Default for FeedUp {
+    fn default() -> Self {
+        FeedUp(watch::Sender::new(false))
+    }
 }
 
 impl FeedUp {
     fn set(&self, up: bool) {
-        self.up.store(up, Ordering::Release);
-        if up {
-            self.opened.notify_waiters();
-        }
+        self.0.send_replace(up);
     }
 
     /// True while the feed is open.
     pub fn get(&self) -> bool {
-        self.up.load(Ordering::Acquire)
+        *self.0.borrow()
     }
 
     /// Resolves once the feed is open (at once if it is).
     pub async fn opened(&self) {
-        loop {
-            let notified = self.opened.notified();
-            tokio::pin!(notified);
-            // Registered before the check, so a `set` between the two
-            // still wakes this waiter.
-            notified.as_mut().enable();
-            if self.get() {
-                return;
-            }
-            notified.await;
-        }
+        // The sender is `self`, so the channel cannot close while waiting.
+        let _ = self.0.subscribe().wait_for(|up| *up).await;
     }
 }
 

@@ -31,14 +31,24 @@ pub struct Admission {
     pub identity: Identity,
     /// The session id it starts or resumes.
     pub session: String,
-    /// The stored session it resumes, if any.
-    pub resumed: Option<SessionRecord>,
-    /// A resume was asked for but the session store did not answer: the
-    /// client is told so (`UPSTREAM_UNAVAILABLE`) rather than left to guess
-    /// why its session is new.
-    pub resume_unanswered: bool,
+    /// Whether it resumes a stored session.
+    pub resume: Resume,
     /// Its place in the user's connection cap.
     pub(super) slot: Slot,
+}
+
+/// What became of the session a connection asked to resume.
+#[derive(Debug)]
+pub enum Resume {
+    /// None asked, or one that is unknown, expired or not this user's: a
+    /// new session.
+    New,
+    /// The stored session it resumes.
+    Resumed(SessionRecord),
+    /// One was asked but the session store did not answer: a new session,
+    /// and the client is told so (`UPSTREAM_UNAVAILABLE`) rather than left
+    /// to guess why.
+    Unanswered,
 }
 
 /// A taken place in a user's connection cap, given back on drop unless
@@ -145,8 +155,7 @@ pub async fn admit(
         id,
         identity,
         session: store::new_id(),
-        resumed: None,
-        resume_unanswered: false,
+        resume: Resume::New,
         slot: Slot {
             store: handles.store.clone(),
             user,
@@ -163,12 +172,12 @@ pub async fn admit(
             {
                 record.resume_from(reported);
                 admission.session = id.to_owned();
-                admission.resumed = Some(record);
+                admission.resume = Resume::Resumed(record);
             }
             Ok(_) => tracing::debug!("session not resumable: unknown, expired or not this user's"),
             Err(e) => {
                 tracing::warn!(error = %e, "session not resumable (store unreachable)");
-                admission.resume_unanswered = true;
+                admission.resume = Resume::Unanswered;
             }
         }
     }
@@ -226,13 +235,15 @@ mod tests {
         let a = admit(&h, alice(), Some(asked), ReportedSeq::default())
             .await
             .expect("let in without the store");
-        assert!(a.resumed.is_none());
-        assert!(a.resume_unanswered);
+        assert!(matches!(a.resume, Resume::Unanswered), "{:?}", a.resume);
         assert_ne!(a.session, asked);
         let fresh = admit(&h, alice(), None, ReportedSeq::default())
             .await
             .expect("let in without the store");
-        assert!(!fresh.resume_unanswered, "nothing was asked to resume");
+        assert!(
+            matches!(fresh.resume, Resume::New),
+            "nothing was asked to resume"
+        );
     }
 
     #[tokio::test]

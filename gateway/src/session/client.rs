@@ -8,7 +8,7 @@ use crate::fanout::frame::Frame;
 use crate::fanout::outbox::{Closing, Outbox};
 use crate::fanout::rooms::ClientId;
 use crate::observability::metrics;
-use crate::session::admission::Admission;
+use crate::session::admission::{Admission, Resume};
 use crate::session::auth::Identity;
 use crate::session::delivery::Delivery;
 use crate::session::limits::{InboundGuard, Verdict};
@@ -73,8 +73,7 @@ impl Client {
             id,
             identity,
             session,
-            resumed,
-            resume_unanswered,
+            resume,
             slot,
         } = admission;
         // From here on the client gives the slot back when it goes.
@@ -102,20 +101,21 @@ impl Client {
                 "message": "Connected to MT5 Trading Dashboard",
                 "server_time": protocol::time::now_rfc3339(),
                 "session": client.session,
-                "resumed": resumed.is_some(),
+                "resumed": matches!(resume, Resume::Resumed(_)),
                 "expires_at": rfc3339(identity_expiry),
                 "replica": handles.registry.replica(),
             }),
         )));
-        if resume_unanswered {
-            client.error(
-                ErrorCode::UpstreamUnavailable,
-                "Session not resumed",
-                "the session store did not answer: this is a new session; reload what you missed",
-            );
-        }
-        if let Some(record) = resumed {
-            client.resume(record);
+        match resume {
+            Resume::Resumed(record) => client.resume(record),
+            Resume::Unanswered => {
+                client.error(
+                    ErrorCode::UpstreamUnavailable,
+                    "Session not resumed",
+                    "the session store did not answer: this is a new session; reload what you missed",
+                );
+            }
+            Resume::New => {}
         }
         client
     }
@@ -374,7 +374,7 @@ mod tests {
     async fn a_resume_the_store_did_not_answer_is_announced_after_connected() {
         let h = handles();
         let mut a = admission(&h, Channel::ALL.to_vec(), None);
-        a.resume_unanswered = true;
+        a.resume = Resume::Unanswered;
         let c = Client::connect(&h, a, "test");
         let events = drain(&c);
         assert_eq!(events.len(), 2, "{events:?}");

@@ -118,8 +118,7 @@ pub(crate) mod tests {
             id,
             identity,
             session: "s1".into(),
-            resumed,
-            resume_unanswered: false,
+            resume: resumed.map_or(admission::Resume::New, admission::Resume::Resumed),
             slot: admission::Slot::for_tests(handles, id),
         }
     }
